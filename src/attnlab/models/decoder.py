@@ -1,0 +1,100 @@
+"""Decoder-only language model (GPT, Llama): a causal stack and a linear head over the
+vocabulary."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.config import ModelConfig
+from attnlab.models.base import TransformerModel
+from attnlab.models.init import init_weights
+from attnlab.models.outputs import LMOutput
+from attnlab.models.stack import build_stack
+from attnlab.nn.cache import KVCache
+
+IGNORE_INDEX = -100
+
+
+def lm_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy of (B, T, V) logits against (B, T) targets, skipping IGNORE_INDEX;
+    computed in float32 whatever the logits' dtype."""
+    return F.cross_entropy(
+        logits.float().flatten(0, -2),
+        targets.flatten(),
+        ignore_index=IGNORE_INDEX,
+        label_smoothing=label_smoothing,
+    )
+
+
+class DecoderLM(TransformerModel):
+    """Next-token language model. ``targets[b, t]`` is the token that should follow position
+    ``t`` (already shifted, as the LM data windows give it); -100 is ignored."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.family != "decoder":
+            raise ValueError(f"DecoderLM needs family='decoder', got {config.family!r}")
+        self.config = config
+        self.stack = build_stack(
+            config, vocab_size=config.vocab_size, n_layers=config.n_layers, causal=True, cross=False
+        )
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        init_weights(self, config)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.stack.embeddings.tokens.weight
+
+    def new_cache(
+        self,
+        batch_size: int,
+        max_len: int | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        """An empty KV cache for ``batch_size`` sequences of up to ``max_len`` positions."""
+        weight = self.lm_head.weight
+        c = self.config
+        return KVCache(
+            c.n_layers,
+            batch_size,
+            c.n_kv_heads,
+            c.head_dim,
+            max_len or c.max_seq_len,
+            dtype=dtype or weight.dtype,
+            device=device or weight.device,
+        )
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        targets: Tensor | None = None,
+        cache: KVCache | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> LMOutput:
+        """input_ids (B, T) -> logits (B, T, V); see ``TransformerStack.forward`` for masks."""
+        out = self.stack(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.lm_head(out.last_hidden_state)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = lm_loss(logits, targets, self.config.label_smoothing)
+        return LMOutput(
+            logits=logits,
+            loss=loss,
+            last_hidden_state=out.last_hidden_state,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            cache=cache,
+        )

@@ -1,0 +1,177 @@
+"""Multi-head attention: the one implementation used for causal self-attention, bidirectional
+self-attention and cross-attention, with grouped-query (GQA) and multi-query (MQA) heads.
+
+Notation (shape comments):
+    B   batch size
+    T   new positions in this call (queries); Tq = T
+    S   key/value positions (= T for self-attention without a cache; past + T with one;
+        source length for cross-attention)
+    D   model width (d_model)
+    H   query heads, Hkv key/value heads (H % Hkv == 0), Dh = D // H head width
+
+Two paths compute the same thing:
+- the fast path calls ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels);
+- the explicit path writes softmax(Q K^T / sqrt(Dh) + mask) V out and also returns the
+  attention weights (B, H, T, S), for inspection. ``need_weights=True`` selects it.
+
+Masks follow ``attnlab.nn.masks``: bool, True means "may attend".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.nn.cache import LayerKVCache
+from attnlab.nn.masks import causal_mask, combine_masks, to_additive
+from attnlab.nn.positional import apply_rotary
+
+_SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+@dataclass
+class AttentionOutput:
+    output: Tensor  # (B, T, D)
+    weights: Tensor | None = None  # (B, H, T, S), only when need_weights=True
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with ``n_kv_heads`` key/value heads shared by groups of query heads.
+
+    Projections live in one matrix ``in_proj`` laid out as [Q; K; V] with ``H*Dh``,
+    ``Hkv*Dh`` and ``Hkv*Dh`` rows (the layout of ``torch.nn.MultiheadAttention`` when
+    Hkv == H). For cross-attention the Q rows are applied to the queries' input and the
+    K/V rows to the memory.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        if d_model % n_heads or n_heads % n_kv_heads:
+            raise ValueError(
+                f"need d_model % n_heads == 0 and n_heads % n_kv_heads == 0, got "
+                f"d_model={d_model}, n_heads={n_heads}, n_kv_heads={n_kv_heads}"
+            )
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
+        self.head_dim = d_model // n_heads
+        self.q_dim = n_heads * self.head_dim
+        self.kv_dim = n_kv_heads * self.head_dim
+        self.dropout = dropout
+        self.in_proj = nn.Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)
+        self.out_proj = nn.Linear(self.q_dim, d_model, bias=bias)
+
+    def _rows(self, start: int, end: int | None) -> tuple[Tensor, Tensor | None]:
+        """A slice of the [Q; K; V] projection: its weight rows and bias entries."""
+        b = self.in_proj.bias
+        return self.in_proj.weight[start:end], None if b is None else b[start:end]
+
+    def _project(
+        self, x: Tensor, memory: Tensor | None, kv_cached: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Queries (B, T, H*Dh) and, unless cached, keys+values (B, S, 2*Hkv*Dh)."""
+        if memory is None:
+            qkv = self.in_proj(x)  # one matmul for self-attention
+            return qkv[..., : self.q_dim], qkv[..., self.q_dim :]
+        q = F.linear(x, *self._rows(0, self.q_dim))
+        kv = None if kv_cached else F.linear(memory, *self._rows(self.q_dim, None))
+        return q, kv
+
+    def _split_heads(self, t: Tensor, n_heads: int) -> Tensor:
+        b, s, _ = t.shape
+        return t.view(b, s, n_heads, self.head_dim).transpose(1, 2)  # (B, n_heads, S, Dh)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        rope: tuple[Tensor, Tensor] | None = None,
+        bias: Tensor | None = None,
+        cache: LayerKVCache | None = None,
+        need_weights: bool = False,
+    ) -> AttentionOutput:
+        """Attend from ``x`` (B, T, D) to itself, or to ``memory`` (B, S, D) when given.
+
+        mask: bool, broadcastable to (B, H, T, S), True = may attend (padding, usually).
+        causal: also apply the bottom-right-aligned causal mask.
+        rope: (cos, sin) for the T new positions, from ``RotaryEmbedding`` (self-attention).
+        bias: float (1|B, H, T, S) added to the scores (ALiBi).
+        cache: this layer's KV cache. Self-attention appends the new keys/values; cross-
+            attention computes them from ``memory`` once and reuses them afterwards.
+        """
+        q_len = x.shape[1]
+        cross = memory is not None
+        kv_cached = cross and cache is not None and cache.cross_kv is not None
+        q, kv = self._project(x, memory, kv_cached)
+        q = self._split_heads(q, self.n_heads)  # (B, H, T, Dh)
+        if kv is None:
+            k, v = cache.cross_kv  # type: ignore[union-attr, misc]
+        else:
+            k = self._split_heads(kv[..., : self.kv_dim], self.n_kv_heads)  # (B, Hkv, S, Dh)
+            v = self._split_heads(kv[..., self.kv_dim :], self.n_kv_heads)  # (B, Hkv, S, Dh)
+            if rope is not None and not cross:
+                q = apply_rotary(q, *rope)
+                k = apply_rotary(k, *rope)
+            if cache is not None:
+                if cross:
+                    cache.cross_kv = (k, v)
+                else:
+                    k, v = cache.update(k, v)  # (B, Hkv, past + T, Dh)
+        k, v = k.to(q.dtype), v.to(q.dtype)
+        k_len = k.shape[2]
+
+        if causal and q_len > 1:
+            if mask is None and bias is None and q_len == k_len and not need_weights:
+                out = self._sdpa(q, k, v, None, is_causal=True)
+                return AttentionOutput(self._merge(out))
+            mask = combine_masks(mask, causal_mask(q_len, k_len, device=q.device))
+        attn_mask = None if mask is None else to_additive(mask, q.dtype)
+        if bias is not None:
+            attn_mask = bias.to(q.dtype) if attn_mask is None else attn_mask + bias.to(q.dtype)
+
+        if not need_weights:
+            out = self._sdpa(q, k, v, attn_mask, is_causal=False)
+            return AttentionOutput(self._merge(out))
+
+        groups = self.n_heads // self.n_kv_heads
+        k = k.repeat_interleave(groups, dim=1)  # (B, H, S, Dh)
+        v = v.repeat_interleave(groups, dim=1)  # (B, H, S, Dh)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        if attn_mask is not None:
+            scores = scores + attn_mask
+        weights = scores.float().softmax(dim=-1).to(q.dtype)  # (B, H, T, S)
+        dropped = F.dropout(weights, self.dropout, self.training)
+        out = dropped @ v  # (B, H, T, Dh)
+        return AttentionOutput(self._merge(out), weights)
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, is_causal: bool):
+        dropout = self.dropout if self.training else 0.0
+        if self.n_kv_heads != self.n_heads:
+            if _SDPA_HAS_GQA:
+                return F.scaled_dot_product_attention(
+                    q, k, v, attn_mask, dropout, is_causal=is_causal, enable_gqa=True
+                )
+            groups = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(groups, dim=1)  # (B, H, S, Dh)
+            v = v.repeat_interleave(groups, dim=1)  # (B, H, S, Dh)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask, dropout, is_causal=is_causal)
+
+    def _merge(self, out: Tensor) -> Tensor:
+        bsz, _, q_len, _ = out.shape
+        out = out.transpose(1, 2).reshape(bsz, q_len, self.q_dim)  # (B, T, H*Dh)
+        return self.out_proj(out)

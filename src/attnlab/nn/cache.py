@@ -1,0 +1,92 @@
+"""The KV cache: an explicit object passed to a model's ``forward``, never hidden module state.
+
+Keys and values for every layer are preallocated as ``(L, B, Hkv, max_len, Dh)``.
+A call with ``T`` new tokens writes positions ``length .. length + T`` of each layer, and the
+model advances ``length`` once all layers have run. Cross-attention keys/values of an
+encoder-decoder depend only on the source, so each layer computes them on the first call and
+keeps them here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class KVCache:
+    """Preallocated self-attention keys/values for ``n_layers`` layers, plus cross-attention
+    keys/values computed once per source."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        head_dim: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, Hkv, S, Dh)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+        self.length = 0
+        self.cross: list[tuple[Tensor, Tensor] | None] = [None] * n_layers
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    def layer(self, index: int) -> LayerKVCache:
+        return LayerKVCache(self, index)
+
+    def advance(self, n_tokens: int) -> None:
+        """Mark ``n_tokens`` more positions as filled (called by the model after all layers)."""
+        self.length += n_tokens
+
+    def reorder(self, batch_index: Tensor) -> None:
+        """Keep rows ``batch_index`` of the batch, in that order (beam search reordering)."""
+        self.keys = self.keys.index_select(1, batch_index)
+        self.values = self.values.index_select(1, batch_index)
+        self.cross = [
+            None
+            if kv is None
+            else (kv[0].index_select(0, batch_index), kv[1].index_select(0, batch_index))
+            for kv in self.cross
+        ]
+
+    def crop(self, length: int) -> None:
+        """Forget every position from ``length`` on."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot crop a cache of length {self.length} to {length}")
+        self.length = length
+
+
+class LayerKVCache:
+    """One layer's view of a :class:`KVCache`."""
+
+    def __init__(self, cache: KVCache, index: int) -> None:
+        self.cache = cache
+        self.index = index
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store new (B, Hkv, T, Dh) keys/values; return all keys/values so far (B, Hkv, S, Dh)."""
+        start = self.cache.length
+        end = start + k.shape[2]
+        if end > self.cache.max_len:
+            raise ValueError(
+                f"KV cache overflow: {end} positions needed, cache holds {self.cache.max_len}"
+            )
+        self.cache.keys[self.index, :, :, start:end] = k
+        self.cache.values[self.index, :, :, start:end] = v
+        return self.cache.keys[self.index, :, :, :end], self.cache.values[self.index, :, :, :end]
+
+    @property
+    def cross_kv(self) -> tuple[Tensor, Tensor] | None:
+        return self.cache.cross[self.index]
+
+    @cross_kv.setter
+    def cross_kv(self, kv: tuple[Tensor, Tensor]) -> None:
+        self.cache.cross[self.index] = kv

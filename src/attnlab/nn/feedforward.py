@@ -1,0 +1,66 @@
+"""Position-wise feed-forward networks: a two-layer MLP and gated (SwiGLU/GeGLU) variants."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _gelu_tanh(x: Tensor) -> Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": _gelu_tanh,  # GPT-2's "gelu_new"
+    "silu": F.silu,
+}
+
+
+def get_activation(name: str) -> Callable[[Tensor], Tensor]:
+    """The elementwise activation called ``name`` (relu, gelu, gelu_tanh, silu)."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(
+            f"activation={name!r} is not allowed here; choose one of {', '.join(_ACTIVATIONS)}"
+        )
+    return _ACTIVATIONS[name]
+
+
+class MLP(nn.Module):
+    """fc_out(act(fc_in(x))): the paper's FFN(x) = max(0, xW1 + b1)W2 + b2 with a choice of act."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", bias: bool = True):
+        super().__init__()
+        self.act = get_activation(activation)
+        self.fc_in = nn.Linear(d_model, d_ff, bias=bias)
+        self.fc_out = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc_out(self.act(self.fc_in(x)))
+
+
+class GatedMLP(nn.Module):
+    """fc_out(act(gate(x)) * up(x)): SwiGLU with act=silu, GeGLU with act=gelu (Shazeer, 2020)."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "silu", bias: bool = False):
+        super().__init__()
+        self.act = get_activation(activation)
+        self.gate = nn.Linear(d_model, d_ff, bias=bias)
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        self.fc_out = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc_out(self.act(self.gate(x)) * self.up(x))
+
+
+def make_feedforward(activation: str, d_model: int, d_ff: int, bias: bool = True) -> nn.Module:
+    """The feed-forward network named by ``activation`` (relu, gelu, gelu_tanh, silu, swiglu,
+    geglu)."""
+    if activation == "swiglu":
+        return GatedMLP(d_model, d_ff, "silu", bias)
+    if activation == "geglu":
+        return GatedMLP(d_model, d_ff, "gelu", bias)
+    return MLP(d_model, d_ff, activation, bias)
