@@ -1,35 +1,20 @@
-"""The ``attnlab`` command. Each verb maps to a typed function; verbs register themselves in
-``_VERBS``."""
+"""The ``attnlab`` command: each verb is a module in ``attnlab.commands``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from types import ModuleType
 
 from attnlab import __version__
+from attnlab.commands import info
 
-_VERBS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {}
-
-
-def _add_info(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="a model config JSON file")
-    parser.set_defaults(run=_run_info)
-
-
-def _run_info(args: argparse.Namespace) -> int:
-    from attnlab import ModelConfig, build_model
-
-    config = ModelConfig.from_json(args.config)
-    model = build_model(config)
-    print(f"family: {config.family}")
-    print(f"parameters: {model.num_parameters():,}")
-    print(f"forward FLOPs/token at {config.max_seq_len}: {model.flops_per_token():,.0f}")
-    return 0
-
-
-_VERBS["info"] = (_add_info, "build a model from a config and print its size")
+# verb name -> module with HELP, add_arguments(parser) and run(args)
+VERBS: dict[str, ModuleType] = {
+    "info": info,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attnlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for name, (add_arguments, help_text) in _VERBS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    for name, module in VERBS.items():
+        verb_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(verb_parser)
+        verb_parser.set_defaults(run=module.run)
     return parser
 
 
@@ -51,8 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"attnlab {args.verb}: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"attnlab {args.verb}: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -1,0 +1,22 @@
+"""attnlab info: build a model from a config file and print its size."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "build a model from a config JSON file and print its parameter count and FLOPs"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a ModelConfig JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnlab import ModelConfig, build_model
+
+    config = ModelConfig.from_json(args.config)
+    model = build_model(config)
+    print(f"family: {config.family}")
+    print(f"parameters: {model.num_parameters():,}")
+    print(f"forward FLOPs/token at {config.max_seq_len}: {model.flops_per_token():,.0f}")
+    return 0
