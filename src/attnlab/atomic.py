@@ -22,6 +22,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600; keep the old file's mode, or the usual 0644
+        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o644)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
