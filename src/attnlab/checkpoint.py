@@ -43,6 +43,7 @@ __all__ = [
     "load_pretrained",
     "load_state",
     "load_tokenizer",
+    "load_weights",
     "read_weights_metadata",
     "save_pretrained",
     "save_state",
@@ -135,17 +136,24 @@ def load_pretrained(
                 f"has room for {size}"
             )
     model = build_model(config)
-    weights = _existing(directory / WEIGHTS_FILE)
+    load_weights(model, directory, device=device)
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    return LoadedModel(model, tokenizer, directory, target_tokenizer)
+
+
+def load_weights(
+    model: TransformerModel, directory: str | Path, *, device: str | torch.device = "cpu"
+) -> None:
+    """Load ``directory/model.safetensors`` into ``model`` (every tensor must match)."""
+    weights = _existing(Path(directory) / WEIGHTS_FILE)
     try:
         load_model(model, str(weights), strict=True, device=str(device))
     except (SafetensorError, OSError, RuntimeError) as err:
         raise ValueError(
-            f"{weights} is corrupt, truncated or does not match {directory / CONFIG_FILE}: "
+            f"{weights} is corrupt, truncated or does not match the model's config: "
             f"{str(err).splitlines()[0]}"
         ) from err
-    model.to(device=device, dtype=dtype)
-    model.eval()
-    return LoadedModel(model, tokenizer, directory, target_tokenizer)
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:

@@ -88,7 +88,7 @@ def test_garbage_weights_and_mismatched_config(tmp_path: Path) -> None:
     save_pretrained(tmp_path, _model(0), train_char_tokenizer(TEXT))
     config = ModelConfig(vocab_size=40, d_model=32, n_heads=2, n_layers=1, max_seq_len=16)
     atomic_write_text(tmp_path / "config.json", config.to_json())
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="does not match the model"):
         load_pretrained(tmp_path)
 
 

@@ -4,7 +4,11 @@ two vocabularies we train (character level and byte-level BPE)."""
 from __future__ import annotations
 
 from attnlab.tokenizers.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, Tokenizer
-from attnlab.tokenizers.train import train_bpe_tokenizer, train_char_tokenizer
+from attnlab.tokenizers.train import (
+    tokenizer_from_spec,
+    train_bpe_tokenizer,
+    train_char_tokenizer,
+)
 
 __all__ = [
     "BOS",
@@ -13,6 +17,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "UNK",
     "Tokenizer",
+    "tokenizer_from_spec",
     "train_bpe_tokenizer",
     "train_char_tokenizer",
 ]

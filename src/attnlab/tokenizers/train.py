@@ -12,6 +12,7 @@ Both put the special tokens ``<|pad|> <|bos|> <|eos|> <|unk|>`` at ids 0-3 and u
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from tokenizers import Regex, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
@@ -87,3 +88,14 @@ def train_bpe_tokenizer(
     hf.train_from_iterator(texts, trainer=trainer)
     hf.post_processor = _template()
     return _wrap(hf)
+
+
+def tokenizer_from_spec(spec: str, texts: Iterable[str] | str, bpe_vocab_size: int) -> Tokenizer:
+    """``char`` or ``bpe`` (trained on ``texts``), or the path of a ``tokenizer.json``."""
+    if spec == "char":
+        return train_char_tokenizer(texts)
+    if spec == "bpe":
+        return train_bpe_tokenizer(texts, bpe_vocab_size)
+    if not spec.endswith(".json") and not Path(spec).exists():
+        raise ValueError(f"tokenizer={spec!r} is not char, bpe or the path of a tokenizer.json")
+    return Tokenizer.from_file(spec)

@@ -28,16 +28,25 @@ A task is any object with these three methods (structural typing; subclassing is
 
 ``count_tokens(batch) -> int``
     The number of tokens a batch trains on (for tokens/s), e.g. the non-ignored targets.
+
+Adding a task: write a builder ``(config: TrainConfig, tokenizer, target_tokenizer) ->
+TaskSetup`` (the tokenizers are those of a resumed run, None for a fresh one: then the
+builder makes them) and add one line to ``attnlab.training.tasks.TASKS``; ``attnlab
+train --task NAME`` then trains it with the same loop, checkpoints and CLI.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Task", "model_device"]
+from attnlab.config import ModelConfig
+from attnlab.tokenizers import Tokenizer
+
+__all__ = ["Task", "TaskSetup", "model_device"]
 
 
 @runtime_checkable
@@ -54,3 +63,14 @@ class Task(Protocol):
 def model_device(model: nn.Module) -> torch.device:
     """The device of a model's first parameter (where a task's eval batches must go)."""
     return next(model.parameters()).device
+
+
+@dataclass
+class TaskSetup:
+    """What a task builder returns: the task, the model configuration it needs (vocabulary
+    sizes filled in from the tokenizers) and the tokenizers to save with the model."""
+
+    task: Task
+    model_config: ModelConfig
+    tokenizer: Tokenizer | None
+    target_tokenizer: Tokenizer | None = None
