@@ -8,8 +8,8 @@ import torch
 from attnlab import ModelConfig, build_model
 
 
-def _tiny_decoder(positional: str = "learned", n_kv_heads: int = 4, **overrides):  # noqa: ANN201
-    torch.manual_seed(0)
+def _tiny_decoder(positional: str = "learned", n_kv_heads: int = 4, seed: int = 0, **overrides):  # noqa: ANN201
+    torch.manual_seed(seed)
     config = dict(
         family="decoder",
         vocab_size=32,
@@ -25,8 +25,8 @@ def _tiny_decoder(positional: str = "learned", n_kv_heads: int = 4, **overrides)
     return build_model(ModelConfig(**config)).eval()
 
 
-def _tiny_seq2seq(positional: str = "sinusoidal", n_kv_heads: int = 4, **overrides):  # noqa: ANN201
-    torch.manual_seed(0)
+def _tiny_seq2seq(positional: str = "sinusoidal", n_kv_heads: int = 4, seed: int = 0, **overrides):  # noqa: ANN201
+    torch.manual_seed(seed)
     config = dict(
         family="encoder_decoder",
         vocab_size=30,
