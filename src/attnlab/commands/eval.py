@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from attnlab.checkpoint import load_pretrained
     from attnlab.data import read_text, split_tokens, tokenize_cached
     from attnlab.training.lm import chars_per_token, evaluate_lm
-    from attnlab.training.trainer import precision_context
+    from attnlab.training.speed import autocast_context
 
     folder = Path(args.model)
     loaded = load_pretrained(folder, device=args.device)
@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{folder} is not a training run folder; pass --data TEXT")
     if len(ids) < 2:
         raise ValueError(f"{args.data} has fewer than 2 tokens; nothing to predict")
-    with torch.no_grad(), precision_context(torch.device(args.device), args.precision):
+    bf16 = args.precision == "bfloat16"
+    with torch.no_grad(), autocast_context(torch.device(args.device), bf16):
         metrics = evaluate_lm(
             model, ids, block, args.batch_size, chars_per_token(ids, tokenizer.decode)
         )

@@ -13,7 +13,6 @@ from attnlab.config import ModelConfig, _check_choice, _check_positive, _check_r
 __all__ = ["RESUME_LOCKED_KEYS", "TrainConfig", "model_keys", "train_keys"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("float32", "bfloat16")
 # keys that must not change when a run is resumed (they define the data and the model)
 RESUME_LOCKED_KEYS = (
     "task",
@@ -48,8 +47,8 @@ class TrainConfig(_JsonConfig):
     out_dir: str | None = None  # None: runs/<name>, numbered if it holds a run already
     seed: int = 1337  # initial weights, dropout and the order of training windows
     device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda or mps
-    precision: str = "float32"  # float32, or bfloat16 (autocast on CPU and CUDA)
-    compile: bool = False  # torch.compile the training forward/backward
+    bf16: bool | None = None  # bf16 autocast; None: on where the device has bf16 units
+    compile: bool | None = None  # torch.compile the forward; None: attnlab.training.speed's choice
     num_threads: int | None = None  # torch.set_num_threads for this run; None: leave as is
     # optimisation
     batch_size: int = 32  # sequences per micro-batch
@@ -90,7 +89,9 @@ class TrainConfig(_JsonConfig):
         except TypeError as err:
             raise ValueError(f"model: {err}") from None
         _check_choice("device", self.device, DEVICES)
-        _check_choice("precision", self.precision, PRECISIONS)
+        for key in ("bf16", "compile"):
+            if getattr(self, key) not in (None, True, False):
+                raise ValueError(f"{key}={getattr(self, key)!r} must be true, false or null (auto)")
         if self.num_threads is not None:
             _check_positive("num_threads", self.num_threads)
         for key in ("batch_size", "grad_accum_steps", "max_steps", "eval_interval", "log_interval"):
