@@ -19,6 +19,7 @@ TINY = [
     "--d_model", "32", "--n_heads", "2", "--n_layers", "1", "--max_seq_len", "32",
     "--block_size", "32", "--batch_size", "4", "--eval_interval", "5", "--log_interval", "5",
     "--progress", "false", "--num_threads", "1", "--bf16", "false", "--compile", "false",
+    "--sample", "20",
 ]  # fmt: skip
 
 

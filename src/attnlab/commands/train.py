@@ -8,6 +8,7 @@ import re
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 HELP = "train a model from a preset or YAML config (default: shakespeare-cpu), or resume a run"
@@ -119,6 +120,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue the run in RUN_DIR exactly where it stopped (data, tokenizer and "
         "model must match; budgets and optimisation settings may change)",
     )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=300,
+        metavar="N",
+        help="after training a language model, print N sampled tokens (default 300; 0: none)",
+    )
     _add_fields(
         parser.add_argument_group("training options (TrainConfig)"),
         train_keys(),
@@ -142,6 +150,8 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns TrainConfi
         values = load_run_config(args.resume).to_dict()
     else:
         values = load_preset(args.config or DEFAULT_PRESET)
+        if hasattr(args, "set_data") and not hasattr(args, "set_name"):
+            values["name"] = Path(args.set_data).stem or values["name"]  # runs/<your text>
     values["model"] = dict(values.get("model") or {})
     model_fields = model_keys()
     for key, value in vars(args).items():
@@ -170,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         f"{model.num_parameters():,} parameters on {trainer.device}, data {config.data}{sizes}"
     )
     print(f"run folder: {trainer.out_dir}")
+    print(trainer.speed.describe())
     try:
         result = trainer.train()
     except TrainingDivergedError as err:
@@ -186,4 +197,27 @@ def run(args: argparse.Namespace) -> int:
     if result.best_val_loss is not None:
         print(f"best val loss {result.best_val_loss:.4f} (weights in {trainer.out_dir / 'best'})")
     print(f"checkpoint: {trainer.out_dir}")
-    return 130 if result.stop_reason == "interrupted" else 0
+    if result.stop_reason == "interrupted":
+        return 130
+    if args.sample > 0 and config.task == "lm" and trainer.tokenizer is not None:
+        print(f"--- sample ({args.sample} tokens, temperature 0.8, top-k 40) ---")
+        print(sample_text(trainer.model, trainer.tokenizer, args.sample, seed=config.seed))
+    return 0
+
+
+def sample_text(model, tokenizer, n_tokens: int, seed: int = 0, prompt: str = "\n") -> str:  # noqa: ANN001
+    """``n_tokens`` sampled from a decoder LM after ``prompt`` (BOS when the tokenizer cannot
+    encode it), decoded to text."""
+    import torch
+
+    from attnlab.generation import GenerationConfig, generate
+
+    ids = tokenizer.encode(prompt)
+    if not ids or tokenizer.unk_id in ids:
+        ids = [tokenizer.bos_id if tokenizer.bos_id is not None else 0]
+    device = next(model.parameters()).device
+    config = GenerationConfig(
+        max_new_tokens=n_tokens, do_sample=True, temperature=0.8, top_k=40, seed=seed
+    )
+    out = generate(model, torch.tensor([ids], device=device), config)
+    return tokenizer.decode(out[0].tolist())

@@ -312,7 +312,7 @@ class Trainer:
             torch.set_num_threads(c.num_threads)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out_dir / TRAIN_CONFIG_FILE, c.to_json() + "\n")
-        _log.info(self.speed.describe())
+        _log.debug(self.speed.describe())
         forward = maybe_compile(self.model, bool(self.speed.compile), self.device)
         self.model.train()
         self._signal = None
@@ -362,6 +362,7 @@ class _ProgressBar:
 
     def __enter__(self) -> _ProgressBar:
         if self.enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(
@@ -369,6 +370,7 @@ class _ProgressBar:
                 BarColumn(),
                 TextColumn("{task.fields[status]}"),
                 TimeElapsedColumn(),
+                console=Console(log_path=False),
             )
             self.progress.start()
             self.task_id = self.progress.add_task("train", total=1.0, status="starting")
