@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from attnlab import __version__
-from attnlab.commands import info
+from attnlab.commands import attention, info, plot, positions
 
 # verb name -> module with HELP, add_arguments(parser) and run(args)
 VERBS: dict[str, ModuleType] = {
     "info": info,
+    "attention": attention,
+    "plot": plot,
+    "positions": positions,
 }
 
 
