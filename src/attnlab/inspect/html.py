@@ -56,9 +56,8 @@ _SCRIPT = """
   function paint(spans, values) {
     var top = Math.max.apply(null, values.concat([1e-9]));
     spans.forEach(function (span, j) {
-      var a = values === null ? 0 : values[j] / top;
-      span.style.background = "rgba(230, 90, 20, " + a.toFixed(3) + ")";
-      span.title = values === null ? "" : values[j].toFixed(4);
+      span.style.background = "rgba(230, 90, 20, " + (values[j] / top).toFixed(3) + ")";
+      span.title = values[j].toFixed(4);
     });
   }
   function clear() {
