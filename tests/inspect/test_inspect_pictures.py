@@ -25,6 +25,15 @@ def test_attention_grid_png(tmp_path, tokenizer, layer, head) -> None:
     assert [t.get_text() for t in first.get_yticklabels()] == [
         c.replace("$", "\\$") for c in labels("the $cat$ sat")
     ]
+    bottom_left = fig.axes[(n_rows - 1) * n_cols]
+    assert [t.get_text() for t in bottom_left.get_xticklabels()] == [
+        c.replace("$", "\\$") for c in labels("the $cat$ sat")
+    ]
+    # inner axes carry no token labels
+    if n_cols > 1:
+        assert fig.axes[1].get_yticklabels() == []
+    if n_rows > 1:
+        assert fig.axes[0].get_xticklabels() == []
     path = save_figure(fig, tmp_path / "a.png", dpi=DPI)
     width, height = attention_figsize(n_rows, n_cols, 13, 13)
     assert_picture(path, width * DPI, height * DPI)
