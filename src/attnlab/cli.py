@@ -9,14 +9,17 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from attnlab import __version__
+from attnlab.commands import attention, info, plot, positions, train
 from attnlab.commands import eval as eval_
-from attnlab.commands import info, train
 
 # verb name -> module with HELP, add_arguments(parser) and run(args)
 VERBS: dict[str, ModuleType] = {
     "info": info,
     "train": train,
     "eval": eval_,
+    "attention": attention,
+    "plot": plot,
+    "positions": positions,
 }
 
 
