@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from attnlab.data import collate_classification, collate_translation, token_batches
+from attnlab.data import (
+    LengthBucketSampler,
+    collate_classification,
+    collate_translation,
+    token_batches,
+)
 
 
 def test_token_batches_cover_every_index_once_within_budget() -> None:
@@ -51,3 +56,24 @@ def test_collate_classification() -> None:
     assert batch["input_ids"].tolist() == [[4, 5, 6], [7, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0]
+
+
+def test_sampler_is_a_function_of_the_generator_state_and_buckets_lengths() -> None:
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.randint(1, 50, (3000,), generator=g).tolist()
+    sampler = LengthBucketSampler(lengths, 600, max_batch_size=64)
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(5):
+        sampler.sample(gen)
+    state = gen.get_state()
+    first = [sampler.sample(gen) for _ in range(20)]
+    gen.set_state(state)  # as a resumed run restores it
+    assert [sampler.sample(gen) for _ in range(20)] == first
+    real = padded = 0
+    for batch in first:
+        assert 1 <= len(batch) <= 64 and len(set(batch)) == len(batch)
+        longest = max(lengths[i] for i in batch)
+        assert longest * len(batch) <= 600
+        real += sum(lengths[i] for i in batch)
+        padded += longest * len(batch)
+    assert real > 0.9 * padded  # similar lengths: under 10% padding

@@ -1,6 +1,7 @@
 """Data: built-in corpora addressed by name, user files, and batching."""
 
 from attnlab.data.bucketing import (
+    LengthBucketSampler,
     collate_classification,
     collate_translation,
     pad_sequences,
@@ -15,6 +16,7 @@ from attnlab.data.parallel import ParallelCorpus, load_parallel, read_parallel_f
 
 __all__ = [
     "ClassificationDataset",
+    "LengthBucketSampler",
     "ParallelCorpus",
     "collate_classification",
     "collate_translation",

@@ -66,6 +66,53 @@ def token_batches(
     return batches
 
 
+class LengthBucketSampler:
+    """Random batches of similar-length examples, drawn independently at each call from a
+    ``torch.Generator`` alone (no hidden epoch state, so a resumed run that restores the
+    generator draws the same batches).
+
+    A draw picks an anchor example uniformly at random, looks at a window of neighbours in
+    length order (``pool_factor`` batches wide) and takes a random subset of it, as many as
+    fit in ``max_tokens`` padded tokens (batch size x longest length).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_tokens: int,
+        *,
+        max_batch_size: int | None = None,
+        pool_factor: int = 4,
+    ) -> None:
+        if not lengths:
+            raise ValueError("cannot sample batches from no examples")
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens={max_tokens} must be positive")
+        self.order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        self.sorted_lengths = [lengths[i] for i in self.order]
+        self.max_tokens = max_tokens
+        self.max_batch_size = max_batch_size
+        self.pool_factor = pool_factor
+
+    def _fit(self, length: int) -> int:
+        size = max(1, self.max_tokens // max(length, 1))
+        return size if self.max_batch_size is None else min(size, self.max_batch_size)
+
+    def sample(self, generator: torch.Generator | None = None) -> list[int]:
+        """Indices (into the original ``lengths``) of one batch."""
+        n = len(self.order)
+        anchor = int(torch.randint(n, (1,), generator=generator))
+        size = self._fit(self.sorted_lengths[anchor])
+        width = min(n, size * self.pool_factor)
+        start = min(max(0, anchor - width // 2), n - width)
+        picks = torch.randperm(width, generator=generator)[:size] + start
+        picks = sorted(picks.tolist())
+        # the longest pick may be longer than the anchor: keep what fits
+        while len(picks) > 1 and self.sorted_lengths[picks[-1]] * len(picks) > self.max_tokens:
+            picks.pop()
+        return [self.order[p] for p in picks]
+
+
 def pad_sequences(
     sequences: Sequence[Sequence[int]], pad_value: int, *, device: torch.device | str = "cpu"
 ) -> tuple[Tensor, Tensor]:
