@@ -176,6 +176,8 @@ def transformers_runner(shape: dict[str, int], device: torch.device, seed: int) 
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        bos_token_id=0,  # GPT-2's 50256 lies outside a small vocabulary
+        eos_token_id=0,
     )
     model = GPT2LMHeadModel(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
