@@ -40,8 +40,9 @@ class KVCache:
     def _split(self) -> None:
         """Per-layer views (B, Hkv, S, Dh) of ``keys``/``values``, so that a decoding step
         does not index the 5-d tensors again for every layer."""
-        self.layer_keys = list(self.keys.unbind(0))
-        self.layer_values = list(self.values.unbind(0))
+        # select (one view each), not unbind: autograd forbids writing into unbind's views
+        self.layer_keys = [self.keys[i] for i in range(self.keys.shape[0])]
+        self.layer_values = [self.values[i] for i in range(self.values.shape[0])]
 
     @property
     def batch_size(self) -> int:
