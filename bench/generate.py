@@ -28,11 +28,11 @@ VOCAB, WIDTH, LAYERS, HEADS, POSITIONS = 65, 384, 6, 6, 512
 PROMPT_LEN, NEW_TOKENS = 16, 256
 
 
-def hf_model() -> GPT2LMHeadModel:
+def hf_model(width: int = WIDTH) -> GPT2LMHeadModel:
     config = GPT2Config(
         vocab_size=VOCAB,
         n_positions=POSITIONS,
-        n_embd=WIDTH,
+        n_embd=width,
         n_layer=LAYERS,
         n_head=HEADS,
         bos_token_id=0,
@@ -43,13 +43,14 @@ def hf_model() -> GPT2LMHeadModel:
 
 
 def attnlab_copy(hf: GPT2LMHeadModel) -> torch.nn.Module:
+    width = hf.config.n_embd
     """An attnlab DecoderLM with the Hugging Face model's weights (GPT-2 stores its linear
     layers as Conv1D, weight (in, out): transpose)."""
     model = build_model(
         ModelConfig(
             family="decoder",
             vocab_size=VOCAB,
-            d_model=WIDTH,
+            d_model=width,
             n_heads=HEADS,
             n_layers=LAYERS,
             max_seq_len=POSITIONS,
@@ -85,27 +86,31 @@ def attnlab_copy(hf: GPT2LMHeadModel) -> torch.nn.Module:
     return model
 
 
-def timed(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
-    start = time.perf_counter()
+def timed(fn: Callable[[], torch.Tensor]) -> tuple[float, float, torch.Tensor]:
+    """Wall seconds, process CPU seconds (all threads) and the output of ``fn()``."""
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start, time.process_time() - cpu, out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="median of this many runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument(
+        "--width", type=int, default=WIDTH, help="model width (e.g. 12: overhead only, no math)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    hf = hf_model()
+    hf = hf_model(args.width)
     ours = attnlab_copy(hf)
     gen = torch.Generator().manual_seed(0)
     prompt1 = torch.randint(1, VOCAB, (1, PROMPT_LEN), generator=gen)
     prompt8 = torch.randint(1, VOCAB, (8, PROMPT_LEN), generator=gen)
 
-    hf16 = hf_model().to(torch.bfloat16)
+    hf16 = hf_model(args.width).to(torch.bfloat16)
     hf16.load_state_dict(hf.state_dict())
     ours16 = attnlab_copy(hf).to(torch.bfloat16)
 
@@ -151,6 +156,7 @@ def main() -> None:
         for case, run in per_case.items():
             run(prompts[case], 4, samples[case])
     times: dict[tuple[str, str], list[float]] = {}
+    cpu_times: dict[tuple[str, str], list[float]] = {}
     ttft: dict[str, list[float]] = {name: [] for name in runners}
     outputs: dict[tuple[str, str], torch.Tensor] = {}
     for _ in range(args.repeats):
@@ -158,9 +164,10 @@ def main() -> None:
             ttft[name].append(timed(lambda r=per_case[b1]: r(prompt1, 1, False))[0])
             for case, run in per_case.items():
                 p, smp = prompts[case], samples[case]
-                seconds, out = timed(lambda r=run, p=p, smp=smp: r(p, NEW_TOKENS, smp))
+                seconds, cpu, out = timed(lambda r=run, p=p, smp=smp: r(p, NEW_TOKENS, smp))
                 assert out.shape == (p.shape[0], PROMPT_LEN + NEW_TOKENS), out.shape
                 times.setdefault((name, case), []).append(seconds)
+                cpu_times.setdefault((name, case), []).append(cpu)
                 outputs[(name, case)] = out
 
     def agreement(a: tuple[str, str], b: tuple[str, str]) -> str:
@@ -168,14 +175,17 @@ def main() -> None:
         return f"{same:.1%}"
 
     print(
-        f"torch threads: {torch.get_num_threads()}; median of {args.repeats} runs; "
-        f"prompt {PROMPT_LEN} tokens, {NEW_TOKENS} new tokens"
+        f"width {args.width}; torch threads: {torch.get_num_threads()}; median of "
+        f"{args.repeats} runs; prompt {PROMPT_LEN} tokens, {NEW_TOKENS} new tokens"
     )
     print("greedy tokens equal to transformers' (same weights): "
           f"float32 {agreement(('attnlab', b1), ('transformers', b1))}, "
           f"batch 8 {agreement(('attnlab', b8), ('transformers', b8))}; "
           f"attnlab bf16 vs float32 {agreement(('attnlab', b1_16), ('attnlab', b1))}")  # fmt: skip
-    header = f"{'case':<20} {'attnlab tok/s':>14} {'transformers tok/s':>19} {'speedup':>8}"
+    header = (
+        f"{'case':<20} {'attnlab tok/s':>14} {'transformers tok/s':>19} {'speedup':>8}"
+        f" {'CPU ms/step attnlab':>20} {'transformers':>13} {'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     rates: dict[tuple[str, str], float] = {}
@@ -184,7 +194,12 @@ def main() -> None:
             seconds = statistics.median(times[(name, case)])
             rates[(name, case)] = prompt.shape[0] * NEW_TOKENS / seconds
         a, h = rates[("attnlab", case)], rates[("transformers", case)]
-        print(f"{case:<20} {a:>14.1f} {h:>19.1f} {a / h:>7.2f}x")
+        # process CPU time per decoding step: less sensitive to other jobs on a shared CPU
+        ca, ch = (statistics.median(cpu_times[(n, case)]) / NEW_TOKENS * 1e3 for n in runners)
+        print(
+            f"{case:<20} {a:>14.1f} {h:>19.1f} {a / h:>7.2f}x {ca:>20.2f} {ch:>13.2f}"
+            f" {ch / ca:>5.2f}x"
+        )
     t_ours = statistics.median(ttft["attnlab"]) * 1e3
     t_hf = statistics.median(ttft["transformers"]) * 1e3
     print(f"{'first token (ms)':<20} {t_ours:>14.2f} {t_hf:>19.2f} {t_hf / t_ours:>7.2f}x")
@@ -203,6 +218,7 @@ def main() -> None:
         "attnlab_ttft_ms": round(t_ours, 2),
         "hf_ttft_ms": round(t_hf, 2),
         "threads": torch.get_num_threads(),
+        "width": args.width,
     }
     print(json.dumps(result))
 
