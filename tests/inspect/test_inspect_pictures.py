@@ -53,9 +53,9 @@ def test_encoder_decoder_png_has_three_sections(tmp_path, tokenizer) -> None:
     ]
     path = save_figure(fig, tmp_path / "ed.png", dpi=DPI)
     sizes = [
-        attention_figsize(1, 4, 8, 8),
+        attention_figsize(1, 4, 9, 9),
         attention_figsize(1, 4, 6, 6),
-        attention_figsize(1, 4, 6, 8),
+        attention_figsize(1, 4, 6, 9),
     ]
     assert_picture(path, max(w for w, _ in sizes) * DPI, sum(h for _, h in sizes) * DPI)
 

@@ -34,6 +34,7 @@ class TokenizerLike(Protocol):
 
     pad_id: int | None
     bos_id: int | None
+    eos_id: int | None
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
 
@@ -140,26 +141,30 @@ def _encode(
     *,
     what: str,
     max_tokens: int,
-    add_special_tokens: bool,
+    add_special_tokens: bool = False,
     prepend_bos: bool = False,
+    append_eos: bool = False,
 ) -> list[list[int]]:
-    """Token ids per text, truncated to ``max_tokens`` (with a logged note)."""
+    """Token ids per text, truncated to ``max_tokens`` (with a logged note); ``prepend_bos``
+    / ``append_eos`` add the tokenizer's BOS / EOS (when it has them) around the text."""
+    bos = tokenizer.bos_id if prepend_bos else None
+    eos = getattr(tokenizer, "eos_id", None) if append_eos else None
     batch = []
     for n, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{what} #{n} is empty; give some text to look at")
         ids = list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
-        bos = tokenizer.bos_id
-        if prepend_bos and bos is not None and (not ids or ids[0] != bos):
+        if bos is not None and (not ids or ids[0] != bos):
             ids = [bos, *ids]
         if not ids:
             raise ValueError(f"{what} #{n} {text!r} gives no tokens")
-        if len(ids) > max_tokens:
+        room = max_tokens - (eos is not None)
+        if len(ids) > room:
             logger.warning(
-                "%s #%d has %d tokens; showing only the first %d", what, n, len(ids), max_tokens
+                "%s #%d has %d tokens; showing only the first %d", what, n, len(ids), room
             )
-            ids = ids[:max_tokens]
-        batch.append(ids)
+            ids = ids[:room]
+        batch.append(ids if eos is None else [*ids, eos])
     return batch
 
 
@@ -193,7 +198,7 @@ def attention_maps_batch(
     targets: Sequence[str] | None = None,
     target_tokenizer: TokenizerLike | None = None,
     max_tokens: int | None = None,
-    add_special_tokens: bool = True,
+    add_special_tokens: bool | None = None,
 ) -> list[dict[str, AttentionMap]]:
     """Attention maps for several texts run as one right-padded batch; padding is removed
     from every map, so each equals what the text gives alone.
@@ -202,18 +207,37 @@ def attention_maps_batch(
     ``sources`` and ``targets`` (the target is fed to the decoder as teacher-forced input,
     after the tokenizer's BOS when it has one). ``max_tokens`` caps each side (default: the
     model's ``max_seq_len``); longer texts are truncated with a logged warning.
+
+    ``add_special_tokens=None`` encodes texts the way each family is trained: a decoder's
+    text as is, an encoder's with the tokenizer's template (e.g. ``[CLS] ... [SEP]``), an
+    encoder-decoder's source followed by EOS. True or False passes that to
+    ``tokenizer.encode`` for every side instead (the target still starts with BOS).
     """
     family = getattr(getattr(model, "config", None), "family", None)
     limit = _model_limit(model, max_tokens)
-    enc = {"max_tokens": limit, "add_special_tokens": add_special_tokens}
+    explicit = add_special_tokens is not None
     if family == "encoder_decoder":
         if texts is not None:
             raise ValueError("an encoder-decoder model takes a source and a target, not a text")
         if not sources or not targets or len(sources) != len(targets):
             raise ValueError("an encoder-decoder model needs as many targets as sources")
         tgt_tok = target_tokenizer or tokenizer
-        src_ids = _encode(tokenizer, sources, what="source", **enc)
-        tgt_ids = _encode(tgt_tok, targets, what="target", prepend_bos=True, **enc)
+        src_ids = _encode(
+            tokenizer,
+            sources,
+            what="source",
+            max_tokens=limit,
+            add_special_tokens=bool(add_special_tokens),
+            append_eos=not explicit,
+        )
+        tgt_ids = _encode(
+            tgt_tok,
+            targets,
+            what="target",
+            max_tokens=limit,
+            add_special_tokens=bool(add_special_tokens),
+            prepend_bos=True,
+        )
         src, src_mask = _pad(src_ids, tokenizer.pad_id)
         tgt, tgt_mask = _pad(tgt_ids, tgt_tok.pad_id)
         weights = collect_attentions(model, src, src_mask, target_ids=tgt, target_mask=tgt_mask)
@@ -239,7 +263,8 @@ def attention_maps_batch(
         raise ValueError(f"a {family} model takes --text, not --source/--target")
     if not texts:
         raise ValueError("give at least one text")
-    batch = _encode(tokenizer, texts, what="text", **enc)
+    special = add_special_tokens if explicit else family == "encoder"
+    batch = _encode(tokenizer, texts, what="text", max_tokens=limit, add_special_tokens=special)
     ids, mask = _pad(batch, tokenizer.pad_id)
     weights = collect_attentions(model, ids, mask)["self"]  # (B, L, H, T, T)
     results = []
@@ -258,7 +283,7 @@ def attention_maps(
     target: str | None = None,
     target_tokenizer: TokenizerLike | None = None,
     max_tokens: int | None = None,
-    add_special_tokens: bool = True,
+    add_special_tokens: bool | None = None,
 ) -> dict[str, AttentionMap]:
     """Attention maps for one text (or one source/target pair for an encoder-decoder):
     ``{"self": map}`` or ``{"encoder": map, "decoder": map, "cross": map}``."""
