@@ -278,4 +278,6 @@ def test_wrong_inputs_for_the_family_are_clear_errors(tokenizer) -> None:
     with pytest.raises(ValueError, match="layer 5 is out of range"):
         amap.select(layer=5)
     assert amap.select(layer=1, head=2).weights.shape == (1, 1, 3, 3)
+    one = amap.select(layer=1).select(head=2)
+    assert (one.layer_ids, one.head_ids) == ([1], [2])
     torch.testing.assert_close(amap.select(1, 2).weights[0, 0], amap.weights[1, 2])

@@ -75,6 +75,7 @@ def test_attention_html(tmp_path, models) -> None:
     assert [m["kind"] for m in data["maps"]] == ["encoder", "decoder", "cross"]
     assert data["maps"][2]["key_tokens"] == [*labels("ein hund"), "<eos>"]
     assert [len(layer) for layer in data["maps"][0]["weights"]] == [1]  # only --head 1
+    assert data["maps"][0]["head_ids"] == [1] and data["maps"][0]["layer_ids"] == [0]
 
 
 def test_long_text_is_truncated_with_a_note(tmp_path, models, caplog) -> None:

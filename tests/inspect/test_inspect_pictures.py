@@ -22,6 +22,8 @@ def test_attention_grid_png(tmp_path, tokenizer, layer, head) -> None:
     n_rows, n_cols = shown.n_layers, shown.n_heads
     assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>"]) == n_rows * n_cols
     first = fig.axes[0]
+    # titles carry the model's layer and head numbers, not the position in the grid
+    assert first.get_title() == f"layer {layer or 0} head {head or 0}"
     assert [t.get_text() for t in first.get_yticklabels()] == [
         c.replace("$", "\\$") for c in labels("the $cat$ sat")
     ]

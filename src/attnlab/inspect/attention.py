@@ -50,6 +50,14 @@ class AttentionMap:
     query_tokens: list[str]
     key_tokens: list[str]
     weights: Tensor  # (L, H, Tq, Tk), float32 on the CPU
+    layer_ids: list[int] | None = None  # the model's layer number of each row (None: 0..L-1)
+    head_ids: list[int] | None = None  # the model's head number of each column (None: 0..H-1)
+
+    def __post_init__(self) -> None:
+        if self.layer_ids is None:
+            self.layer_ids = list(range(self.weights.shape[0]))
+        if self.head_ids is None:
+            self.head_ids = list(range(self.weights.shape[1]))
 
     @property
     def n_layers(self) -> int:
@@ -61,14 +69,14 @@ class AttentionMap:
 
     def select(self, layer: int | None = None, head: int | None = None) -> AttentionMap:
         """The same map restricted to one layer and/or head (kept as size-1 dimensions)."""
-        weights = self.weights
+        weights, layers, heads = self.weights, self.layer_ids, self.head_ids
         if layer is not None:
             _check_index("layer", layer, self.n_layers)
-            weights = weights[layer : layer + 1]  # (1, H, Tq, Tk)
+            weights, layers = weights[layer : layer + 1], [layers[layer]]  # (1, H, Tq, Tk)
         if head is not None:
             _check_index("head", head, self.n_heads)
-            weights = weights[:, head : head + 1]  # (L', 1, Tq, Tk)
-        return AttentionMap(self.kind, self.query_tokens, self.key_tokens, weights)
+            weights, heads = weights[:, head : head + 1], [heads[head]]  # (L', 1, Tq, Tk)
+        return AttentionMap(self.kind, self.query_tokens, self.key_tokens, weights, layers, heads)
 
 
 def _check_index(name: str, value: int, size: int) -> None:
