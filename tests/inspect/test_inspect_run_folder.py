@@ -13,8 +13,9 @@ from attnlab import ModelConfig, build_model
 from attnlab.checkpoint import save_pretrained
 from attnlab.cli import main
 from attnlab.inspect import attention_maps, read_metrics
+from attnlab.inspect.html import DATA_ID
 from attnlab.inspect.plotting import attention_figsize
-from attnlab.tokenizers import train_bpe_tokenizer
+from attnlab.tokenizers import train_bpe_tokenizer, train_char_tokenizer
 from attnlab.training import TrainConfig, new_run
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind\n" * 10
@@ -89,3 +90,26 @@ def test_byte_level_bpe_tokens_are_shown_with_spaces(tmp_path) -> None:
     loaded = load_model(str(tmp_path / "m"))
     amap = attention_maps(loaded.model, loaded.tokenizer, "the question")["self"]
     assert "".join(amap.query_tokens) == "the question"  # 'Ġ' shown as a space
+
+
+def test_encoder_decoder_folder_with_its_own_target_tokenizer(tmp_path) -> None:
+    source_tok = train_char_tokenizer(["ein hund läuft"])
+    target_tok = train_char_tokenizer(["a dog runs"])
+    config = ModelConfig(
+        family="encoder_decoder",
+        vocab_size=source_tok.vocab_size,
+        target_vocab_size=target_tok.vocab_size,
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+    )
+    save_pretrained(tmp_path / "ed", build_model(config), source_tok, target_tokenizer=target_tok)
+    out = tmp_path / "ed.html"
+    argv = ["attention", str(tmp_path / "ed"), "--source", "ein hund", "--target", "a dog"]
+    assert main([*argv, "--html", "--out", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    data = json.loads(page.split(f'id="{DATA_ID}">')[1].split("</script>")[0])
+    cross = data["maps"][2]
+    # 'a', 'o', 'g' exist only in the target vocabulary: no unknown tokens on either side
+    assert cross["query_tokens"] == ["<|bos|>", "a", "␣", "d", "o", "g"]
+    assert cross["key_tokens"] == ["e", "i", "n", "␣", "h", "u", "n", "d", "<|eos|>"]
