@@ -281,3 +281,20 @@ def test_wrong_inputs_for_the_family_are_clear_errors(tokenizer) -> None:
     one = amap.select(layer=1).select(head=2)
     assert (one.layer_ids, one.head_ids) == ([1], [2])
     torch.testing.assert_close(amap.select(1, 2).weights[0, 0], amap.weights[1, 2])
+
+
+def test_dropout_is_off_and_the_models_mode_is_kept(tokenizer) -> None:
+    model = tiny("decoder", attention_dropout=0.5, dropout=0.5)
+    reference = attention_maps(model, tokenizer, "the cat sat")["self"].weights
+    model.train()
+    again = attention_maps(model, tokenizer, "the cat sat")["self"].weights
+    assert model.training  # left as it was
+    torch.testing.assert_close(again, reference, atol=0, rtol=0)
+
+
+def test_bfloat16_model_gives_float32_weights(tokenizer) -> None:
+    model = tiny("decoder", n_kv_heads=2, positional="rope").to(torch.bfloat16)
+    amap = attention_maps(model, tokenizer, "the cat sat")["self"]
+    assert amap.weights.dtype == torch.float32 and amap.weights.device.type == "cpu"
+    torch.testing.assert_close(amap.weights.sum(-1), torch.ones(2, 4, 11), atol=2e-2, rtol=0)
+    assert (amap.weights[..., torch.ones(11, 11, dtype=torch.bool).triu(1)] == 0).all()

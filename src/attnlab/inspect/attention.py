@@ -114,33 +114,44 @@ def collect_attentions(
     encoder, or the source of an encoder-decoder, whose target goes in ``target_ids`` /
     ``target_mask``. Returns ``{"self": (B, L, H, T, T)}`` or, for an encoder-decoder,
     ``{"encoder": (B, L, H, S, S), "decoder": (B, L', H, T, T), "cross": (B, L', H, T, S)}``.
-    The model is put in eval mode (no dropout on the weights).
+    Inputs are moved to the model's device; the weights come back as float32 on the CPU.
+    The model runs in eval mode (no dropout on the weights) and is left in the mode it had.
     """
     family = getattr(getattr(model, "config", None), "family", None)
-    model.eval()
-    if family == "encoder_decoder":
-        if target_ids is None:
-            raise ValueError("an encoder-decoder model needs target ids (a --target text)")
-        out = model(
-            input_ids,
-            target_ids,
-            source_mask=attention_mask,
-            target_mask=target_mask,
-            output_attentions=True,
-        )
-        kinds = {
-            "encoder": out.encoder_attentions,
-            "decoder": out.decoder_attentions,
-            "cross": out.cross_attentions,
-        }
-    elif family in ("decoder", "encoder"):
-        if target_ids is not None:
-            raise ValueError(f"a {family} model takes one text; target ids are for encoder_decoder")
-        out = model(input_ids, attention_mask=attention_mask, output_attentions=True)
-        kinds = {"self": out.attentions}
-    else:
+    if family not in ("decoder", "encoder", "encoder_decoder"):
         raise ValueError(f"cannot inspect {type(model).__name__}: not an attnlab model family")
-    return {k: torch.stack(v, dim=1).float() for k, v in kinds.items()}  # (B, L, H, Tq, Tk)
+    if family == "encoder_decoder" and target_ids is None:
+        raise ValueError("an encoder-decoder model needs target ids (a --target text)")
+    if family != "encoder_decoder" and target_ids is not None:
+        raise ValueError(f"a {family} model takes one text; target ids are for encoder_decoder")
+    device = next(model.parameters()).device
+
+    def to(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.to(device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        if family == "encoder_decoder":
+            out = model(
+                to(input_ids),
+                to(target_ids),
+                source_mask=to(attention_mask),
+                target_mask=to(target_mask),
+                output_attentions=True,
+            )
+            kinds = {
+                "encoder": out.encoder_attentions,
+                "decoder": out.decoder_attentions,
+                "cross": out.cross_attentions,
+            }
+        else:
+            out = model(to(input_ids), attention_mask=to(attention_mask), output_attentions=True)
+            kinds = {"self": out.attentions}
+    finally:
+        model.train(was_training)
+    # (B, L, H, Tq, Tk) per kind
+    return {k: torch.stack(v, dim=1).float().cpu() for k, v in kinds.items()}
 
 
 def _encode(
