@@ -274,8 +274,10 @@ def test_wrong_inputs_for_the_family_are_clear_errors(tokenizer) -> None:
         attention_maps(tiny("encoder_decoder"), tokenizer, "abc")
     with pytest.raises(ValueError, match="needs as many targets"):
         attention_maps(tiny("encoder_decoder"), tokenizer, source="abc")
+    with pytest.raises(ValueError, match="not an attnlab model family"):
+        attention_maps(torch.nn.Linear(2, 2), tokenizer, "abc")
     amap = attention_maps(tiny("decoder"), tokenizer, "abc")["self"]
-    with pytest.raises(ValueError, match="layer 5 is out of range"):
+    with pytest.raises(ValueError, match=r"layer 5 is out of range: there are 2 \(layers 0..1\)"):
         amap.select(layer=5)
     assert amap.select(layer=1, head=2).weights.shape == (1, 1, 3, 3)
     one = amap.select(layer=1).select(head=2)

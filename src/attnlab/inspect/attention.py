@@ -81,7 +81,9 @@ class AttentionMap:
 
 def _check_index(name: str, value: int, size: int) -> None:
     if not 0 <= value < size:
-        raise ValueError(f"--{name} {value} is out of range; this model has {size} ({name}s 0..)")
+        raise ValueError(
+            f"--{name} {value} is out of range: there are {size} ({name}s 0..{size - 1})"
+        )
 
 
 def display_token(token: str | None, token_id: int) -> str:
@@ -233,6 +235,8 @@ def attention_maps_batch(
     ``tokenizer.encode`` for every side instead (the target still starts with BOS).
     """
     family = getattr(getattr(model, "config", None), "family", None)
+    if family not in ("decoder", "encoder", "encoder_decoder"):
+        raise ValueError(f"cannot inspect {type(model).__name__}: not an attnlab model family")
     limit = _model_limit(model, max_tokens)
     explicit = add_special_tokens is not None
     if family == "encoder_decoder":
