@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from attnlab import __version__
-from attnlab.commands import info
+from attnlab.commands import chat, embed, info
 
 # verb name -> module with HELP, add_arguments(parser) and run(args)
 VERBS: dict[str, ModuleType] = {
     "info": info,
+    "chat": chat,
+    "embed": embed,
 }
 
 
