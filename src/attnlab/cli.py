@@ -9,11 +9,29 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from attnlab import __version__
-from attnlab.commands import chat, embed, info
+from attnlab.commands import (
+    attention,
+    chat,
+    classify,
+    embed,
+    info,
+    plot,
+    positions,
+    train,
+    translate,
+)
+from attnlab.commands import eval as eval_
 
 # verb name -> module with HELP, add_arguments(parser) and run(args)
 VERBS: dict[str, ModuleType] = {
     "info": info,
+    "train": train,
+    "eval": eval_,
+    "translate": translate,
+    "classify": classify,
+    "attention": attention,
+    "plot": plot,
+    "positions": positions,
     "chat": chat,
     "embed": embed,
 }

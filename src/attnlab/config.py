@@ -109,6 +109,7 @@ class ModelConfig(_JsonConfig):
     encoder_head: str = "none"  # encoder family: none, classifier or mlm
     num_labels: int = 2  # classifier head only
     pooling: str = "cls"  # classifier head only: cls or mean
+    label_names: list[str] | None = None  # classifier head only: name of each class id
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
@@ -172,6 +173,13 @@ class ModelConfig(_JsonConfig):
             )
         _check_positive("num_labels", self.num_labels)
         _check_choice("pooling", self.pooling, POOLINGS)
+        if self.label_names is not None:
+            self.label_names = [str(n) for n in self.label_names]
+            if len(self.label_names) != self.num_labels:
+                raise ValueError(
+                    f"label_names has {len(self.label_names)} names but num_labels="
+                    f"{self.num_labels}"
+                )
 
     @property
     def head_dim(self) -> int:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from attnlab.interop._tokenizer import Tokenizer
 from attnlab.models import DecoderLM
+from attnlab.tokenizers import Tokenizer
 
 
 def render_chat(
@@ -87,8 +87,8 @@ class ChatSession:
         text = render_chat(
             self.template,
             self.messages,
-            bos_token=self.tokenizer.bos_token,
-            eos_token=self.tokenizer.eos_token,
+            bos_token=self.tokenizer.special_tokens["bos"],
+            eos_token=self.tokenizer.special_tokens["eos"],
         )
         return self.tokenizer.encode(text)
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlab.interop._tokenizer import Tokenizer
 from attnlab.models import EncoderModel, pool
+from attnlab.tokenizers import Tokenizer
 
 
 def batch_encode(

@@ -70,6 +70,10 @@ class MultiHeadAttention(nn.Module):
         self.q_dim = n_heads * self.head_dim
         self.kv_dim = n_kv_heads * self.head_dim
         self.dropout = dropout
+        # Speed switches (set by attnlab.training.speed.configure_model); the defaults are
+        # the fused kernels in the inputs' dtype.
+        self.fused = True  # False: always the explicit path (weights returned only if asked)
+        self.sdpa_float32 = False  # run the fused kernel in float32 on bf16/fp16 inputs
         self.in_proj = nn.Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)
         self.out_proj = nn.Linear(self.q_dim, d_model, bias=bias)
 
@@ -136,7 +140,8 @@ class MultiHeadAttention(nn.Module):
         k_len = k.shape[2]
 
         if causal and q_len > 1:
-            if mask is None and bias is None and q_len == k_len and not need_weights:
+            fast = self.fused and not need_weights
+            if mask is None and bias is None and q_len == k_len and fast:
                 out = self._sdpa(q, k, v, None, is_causal=True)
                 return AttentionOutput(self._merge(out))
             mask = combine_masks(mask, causal_mask(q_len, k_len, device=q.device))
@@ -144,7 +149,7 @@ class MultiHeadAttention(nn.Module):
         if bias is not None:
             attn_mask = bias.to(q.dtype) if attn_mask is None else attn_mask + bias.to(q.dtype)
 
-        if not need_weights:
+        if self.fused and not need_weights:
             out = self._sdpa(q, k, v, attn_mask, is_causal=False)
             return AttentionOutput(self._merge(out))
 
@@ -157,9 +162,20 @@ class MultiHeadAttention(nn.Module):
         weights = scores.float().softmax(dim=-1).to(q.dtype)  # (B, H, T, S)
         dropped = F.dropout(weights, self.dropout, self.training)
         out = dropped @ v  # (B, H, T, Dh)
-        return AttentionOutput(self._merge(out), weights)
+        return AttentionOutput(self._merge(out), weights if need_weights else None)
 
     def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, is_causal: bool):
+        if self.sdpa_float32 and q.dtype in (torch.bfloat16, torch.float16):
+            # outside autocast, which would cast the float32 inputs back down
+            with torch.autocast(q.device.type, enabled=False):
+                mask32 = None if attn_mask is None else attn_mask.float()
+                out = self._sdpa_call(q.float(), k.float(), v.float(), mask32, is_causal)
+            return out.to(q.dtype)
+        return self._sdpa_call(q, k, v, attn_mask, is_causal)
+
+    def _sdpa_call(
+        self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, is_causal: bool
+    ) -> Tensor:
         dropout = self.dropout if self.training else 0.0
         if self.n_kv_heads != self.n_heads:
             if _SDPA_HAS_GQA:

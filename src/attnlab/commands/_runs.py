@@ -1,0 +1,51 @@
+"""Helpers shared by the verbs that use a trained run folder (translate, classify)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def load_run(run_dir: str, *, best: bool = False, device: str = "cpu"):  # noqa: ANN201
+    """The model and tokenizer of a run folder (or its ``best/`` checkpoint), on ``device``."""
+    path = Path(run_dir)
+    if best:
+        path = path / "best"
+    if not path.exists():
+        raise FileNotFoundError(f"no such run folder: {path}")
+    try:
+        from attnlab import from_pretrained as load
+    except ImportError:
+        from attnlab.checkpoint import load_pretrained as load
+    loaded = load(str(path))
+    loaded.model.to(device).eval()
+    return loaded
+
+
+def read_inputs(text: str | None, file: str | None) -> list[str]:
+    """Input lines: the TEXT argument, the lines of --file, or standard input ("-" or no
+    TEXT while stdin is not a terminal). Blank lines are an error naming their number."""
+    if text is not None and file is not None:
+        raise ValueError("give either TEXT or --file, not both")
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {file}")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{file} is not valid UTF-8 (byte {err.start})") from err
+        source = file
+    elif text is not None and text != "-":
+        return [text]
+    elif text == "-" or not sys.stdin.isatty():
+        lines = sys.stdin.read().splitlines()
+        source = "standard input"
+    else:
+        raise ValueError("give TEXT, --file PATH, or pipe text into standard input")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            raise ValueError(f"{source}: line {i + 1} is empty")
+    if not lines:
+        raise ValueError(f"{source} has no text")
+    return [line.strip() for line in lines]

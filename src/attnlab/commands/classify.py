@@ -1,0 +1,42 @@
+"""attnlab classify: label texts with a trained classifier run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "classify text with a trained encoder classifier run folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run or model folder")
+    parser.add_argument(
+        "text",
+        nargs="?",
+        metavar="TEXT",
+        help='a text to classify; "-" (or nothing, with piped input) reads standard input',
+    )
+    parser.add_argument("--file", "-f", help="classify each line of this UTF-8 file")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--best", action="store_true", help="use RUN_DIR/best (lowest val loss)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnlab.commands._runs import load_run, read_inputs
+    from attnlab.tasks.classification import classify
+
+    texts = read_inputs(args.text, args.file)
+    loaded = load_run(args.run_dir, best=args.best, device=args.device)
+    config = loaded.model.config
+    if config.family != "encoder" or config.encoder_head != "classifier":
+        raise ValueError(
+            f"{args.run_dir} holds no classifier (family={config.family!r}, "
+            f"encoder_head={config.encoder_head!r})"
+        )
+    for text, result in zip(texts, classify(loaded.model, loaded.tokenizer, texts), strict=True):
+        if args.json:
+            print(json.dumps({"text": text, **result}))
+        else:
+            print(f"{result['label']}\t{result['probability']:.3f}\t{text}")
+    return 0

@@ -1,0 +1,53 @@
+"""attnlab translate: translate sentences with a trained encoder-decoder run."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "translate text with a trained encoder-decoder run folder (beam search)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run or model folder")
+    parser.add_argument(
+        "text",
+        nargs="?",
+        metavar="TEXT",
+        help='a sentence to translate; "-" (or nothing, with piped input) reads standard input',
+    )
+    parser.add_argument("--file", "-f", help="translate each line of this UTF-8 file")
+    parser.add_argument("--beams", type=int, default=5, help="beam width (1: greedy; default 5)")
+    parser.add_argument(
+        "--length-penalty", type=float, default=0.6, help="beam length penalty (default 0.6)"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="limit output length")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    parser.add_argument("--best", action="store_true", help="use RUN_DIR/best (lowest val loss)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnlab.commands._runs import load_run, read_inputs
+    from attnlab.tasks.translation import translate
+
+    sentences = read_inputs(args.text, args.file)
+    if args.beams < 1:
+        raise ValueError(f"--beams={args.beams} must be >= 1")
+    loaded = load_run(args.run_dir, best=args.best, device=args.device)
+    if loaded.model.config.family != "encoder_decoder":
+        raise ValueError(
+            f"{args.run_dir} holds a {loaded.model.config.family} model; translate needs an "
+            "encoder_decoder"
+        )
+    outputs = translate(
+        loaded.model,
+        loaded.tokenizer,
+        sentences,
+        num_beams=args.beams,
+        length_penalty=args.length_penalty,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
+    for line in outputs:
+        print(line)
+    return 0

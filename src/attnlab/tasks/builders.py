@@ -1,0 +1,194 @@
+"""Build the translation and classification tasks (data, tokenizer, model) from a training
+configuration, for ``attnlab train`` and the benchmarks.
+
+Task-specific settings live in the config's ``task_options`` mapping:
+
+translation: ``source_lang``/``target_lang`` (default de/en), ``max_tokens`` (padded tokens
+per batch side, default 4096), ``max_len`` (default 128), ``num_beams`` (5),
+``length_penalty`` (0.6), ``bleu_sentences`` (validation pairs decoded at each evaluation;
+0 = loss only; default all).
+
+classification: ``max_tokens`` (4096), ``max_len`` (128), ``max_batch_size`` (128),
+``label_column``/``text_column`` (user files with a header), ``init_from`` (a pretrained
+encoder for ``attnlab.from_pretrained``, e.g. ``minilm``: fine-tune it with a new head).
+
+``data``: a built-in corpus name (``multi30k``; ``sst2``), or a folder holding the user's
+files: ``train.SRC``/``train.TGT`` and ``val.SRC``/``val.TGT`` (``.gz`` allowed) for
+translation; ``train.tsv``/``train.csv`` and ``val.*`` or ``dev.*`` for classification.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from attnlab.data.classification import ClassificationDataset, load_classification
+from attnlab.data.parallel import ParallelCorpus, load_parallel, read_parallel_files
+from attnlab.tasks.classification import ClassificationTask, with_classifier_head
+from attnlab.tasks.translation import TranslationTask
+
+logger = logging.getLogger(__name__)
+
+TRANSLATION_OPTIONS = (
+    "source_lang",
+    "target_lang",
+    "max_tokens",
+    "max_len",
+    "num_beams",
+    "length_penalty",
+    "bleu_sentences",
+)
+CLASSIFICATION_OPTIONS = (
+    "max_tokens",
+    "max_len",
+    "max_batch_size",
+    "label_column",
+    "text_column",
+    "init_from",
+)
+
+
+def _options(config: Any, allowed: tuple[str, ...], task: str) -> dict[str, Any]:
+    options = dict(getattr(config, "task_options", None) or {})
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown task_options key(s) for task {task}: {', '.join(unknown)}; "
+            f"known: {', '.join(allowed)}"
+        )
+    return options
+
+
+def _find(folder: Path, stems: tuple[str, ...], suffixes: tuple[str, ...]) -> Path:
+    for stem in stems:
+        for suffix in suffixes:
+            path = folder / f"{stem}{suffix}"
+            if path.is_file():
+                return path
+    names = ", ".join(f"{s}{x}" for s in stems for x in suffixes)
+    raise FileNotFoundError(f"{folder} holds none of: {names}")
+
+
+def _tokenizer(config: Any, texts: list[str]):  # noqa: ANN202
+    from attnlab.tokenizers import Tokenizer, train_bpe_tokenizer, train_char_tokenizer
+
+    if config.tokenizer == "bpe":
+        return train_bpe_tokenizer(texts, config.bpe_vocab_size)
+    if config.tokenizer == "char":
+        return train_char_tokenizer(texts)
+    return Tokenizer.from_file(config.tokenizer)
+
+
+def load_translation_data(
+    data: str, source_lang: str = "de", target_lang: str = "en"
+) -> tuple[ParallelCorpus, ParallelCorpus]:
+    """Train and validation pairs of a built-in corpus or of a folder of aligned files."""
+    if not Path(data).exists():
+        return (
+            load_parallel(data, "train", source_lang=source_lang, target_lang=target_lang),
+            load_parallel(data, "val", source_lang=source_lang, target_lang=target_lang),
+        )
+    folder = Path(data)
+    if not folder.is_dir():
+        raise ValueError(f"translation data {data} must be a corpus name or a folder")
+    splits = []
+    for stems in (("train",), ("val", "valid", "dev")):
+        pair = [
+            _find(folder, stems, (f".{lang}", f".{lang}.gz")) for lang in (source_lang, target_lang)
+        ]
+        splits.append(read_parallel_files(*pair, source_lang=source_lang, target_lang=target_lang))
+    return splits[0], splits[1]
+
+
+def build_translation(config: Any) -> tuple[TranslationTask, Any, nn.Module]:
+    """(task, tokenizer, model) for ``task: translation``: one shared BPE vocabulary over
+    both languages and an encoder-decoder sized from ``config.model``."""
+    from attnlab.models import build_model
+
+    opts = _options(config, TRANSLATION_OPTIONS, "translation")
+    train, val = load_translation_data(
+        config.data, opts.get("source_lang", "de"), opts.get("target_lang", "en")
+    )
+    tokenizer = _tokenizer(config, [*train.source, *train.target])
+    model_config = config.model_config(tokenizer.vocab_size)
+    if model_config.family != "encoder_decoder":
+        raise ValueError(
+            f"task translation needs model.family=encoder_decoder, got {model_config.family}"
+        )
+    task = TranslationTask(
+        tokenizer,
+        train,
+        val,
+        max_tokens=opts.get("max_tokens", 4096),
+        max_len=min(opts.get("max_len", 128), model_config.max_seq_len),
+        num_beams=opts.get("num_beams", 5),
+        length_penalty=opts.get("length_penalty", 0.6),
+        bleu_sentences=opts.get("bleu_sentences"),
+    )
+    return task, tokenizer, build_model(model_config)
+
+
+def load_classification_data(
+    data: str, label_column: str = "label", text_column: str = "text"
+) -> tuple[ClassificationDataset, ClassificationDataset]:
+    """Train and validation sets of a built-in corpus or of a folder of TSV/CSV files."""
+    if not Path(data).exists():
+        train = load_classification(data, "train")
+        splits = {"sst2": "dev"}
+        return train, load_classification(data, splits.get(data, "val"))
+    folder = Path(data)
+    if not folder.is_dir():
+        raise ValueError(f"classification data {data} must be a corpus name or a folder")
+    kwargs = {"label_column": label_column, "text_column": text_column}
+    suffixes = (".tsv", ".csv", ".tsv.gz", ".csv.gz")
+    train = load_classification(_find(folder, ("train",), suffixes), **kwargs)  # type: ignore[arg-type]
+    val = load_classification(
+        _find(folder, ("val", "valid", "dev"), suffixes),
+        label_names=train.label_names,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return train, val
+
+
+def build_classification(config: Any) -> tuple[ClassificationTask, Any, nn.Module]:
+    """(task, tokenizer, model) for ``task: classification``: an encoder classifier from
+    scratch (BPE trained on the training texts) or a pretrained encoder (``init_from``)
+    with a new head; the label names are kept in the model config."""
+    from attnlab.models import build_model
+
+    opts = _options(config, CLASSIFICATION_OPTIONS, "classification")
+    train, val = load_classification_data(
+        config.data, opts.get("label_column", "label"), opts.get("text_column", "text")
+    )
+    init_from = opts.get("init_from")
+    if init_from:
+        from attnlab import from_pretrained
+
+        loaded = from_pretrained(init_from)
+        tokenizer = loaded.tokenizer
+        pooling = config.model.get("pooling", "mean")
+        model = with_classifier_head(
+            loaded.model, train.label_names, pooling=pooling, dropout=config.model.get("dropout")
+        )
+    else:
+        tokenizer = _tokenizer(config, train.texts)
+        model_config = config.model_config(
+            tokenizer.vocab_size,
+            family="encoder",
+            encoder_head="classifier",
+            num_labels=train.num_labels,
+            label_names=train.label_names,
+        )
+        model = build_model(model_config)
+    task = ClassificationTask(
+        tokenizer,
+        train,
+        val,
+        max_tokens=opts.get("max_tokens", 4096),
+        max_len=min(opts.get("max_len", 128), model.config.max_seq_len),
+        max_batch_size=opts.get("max_batch_size", 128),
+    )
+    return task, tokenizer, model

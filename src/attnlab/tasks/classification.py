@@ -1,0 +1,211 @@
+"""The classification task: an encoder with a pooled classifier head (``EncoderModel`` with
+``encoder_head='classifier'``, CLS or mean pooling) trained by the one Trainer, from scratch
+or fine-tuned from a pretrained encoder; scored by accuracy, macro-F1 and a confusion matrix.
+
+Texts are encoded with the tokenizer's template (``add_special_tokens=True``: ours gives
+``<|bos|> ... <|eos|>``, BERT's ``[CLS] ... [SEP]``), so CLS pooling reads the first token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.data.bucketing import LengthBucketSampler, collate_classification, token_batches
+from attnlab.data.classification import ClassificationDataset
+from attnlab.evaluation.metrics import accuracy, confusion_matrix, macro_f1
+
+logger = logging.getLogger(__name__)
+
+
+def encode_texts(tokenizer, texts: Sequence[str], max_len: int) -> tuple[list[list[int]], int]:  # noqa: ANN001
+    """Token ids with the tokenizer's special tokens; a text longer than ``max_len`` keeps
+    its first ``max_len - 1`` tokens and its last (closing special) token. Returns the ids
+    and how many texts were cut."""
+    out, cut = [], 0
+    for ids in tokenizer.encode_batch(list(texts), add_special_tokens=True):
+        if not ids:
+            raise ValueError("a text encoded to no tokens")
+        if len(ids) > max_len:
+            ids = [*ids[: max_len - 1], ids[-1]]
+            cut += 1
+        out.append(ids)
+    return out, cut
+
+
+@dataclass
+class ClassificationTask:
+    """Tokenized train and validation sets; batches of about ``max_tokens`` padded tokens
+    (at most ``max_batch_size`` texts)."""
+
+    tokenizer: object
+    train: ClassificationDataset
+    val: ClassificationDataset
+    max_tokens: int = 4096
+    max_len: int = 128
+    max_batch_size: int | None = 128
+    _train_ids: list[list[int]] = field(default_factory=list, repr=False)
+    _val_ids: list[list[int]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer.pad_id is None:
+            raise ValueError("classification needs a tokenizer with a pad token")
+        if self.val.label_names != self.train.label_names:
+            raise ValueError(
+                f"validation labels {self.val.label_names} differ from training labels "
+                f"{self.train.label_names}"
+            )
+        self.pad_id = self.tokenizer.pad_id
+        self._train_ids = self._encode(self.train)
+        self._val_ids = self._encode(self.val)
+        self._sampler = LengthBucketSampler(
+            [len(ids) for ids in self._train_ids],
+            self.max_tokens,
+            max_batch_size=self.max_batch_size,
+        )
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.train.label_names)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.train.label_names)
+
+    def _encode(self, data: ClassificationDataset) -> list[list[int]]:
+        ids, cut = encode_texts(self.tokenizer, data.texts, self.max_len)
+        if cut:
+            logger.warning(
+                "cut %d of %d texts of %s to max_len=%d tokens",
+                cut,
+                len(data),
+                data.name,
+                self.max_len,
+            )
+        return ids
+
+    # -- what the Trainer calls ----------------------------------------------------------
+    def next_batch(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """A random training batch of similar-length texts: input_ids, attention_mask,
+        labels; drawn from ``generator`` alone."""
+        indices = self._sampler.sample(generator)
+        return collate_classification(
+            [self._train_ids[i] for i in indices],
+            [self.train.labels[i] for i in indices],
+            pad_id=self.pad_id,
+        )
+
+    def count_tokens(self, batch: dict[str, Tensor]) -> int:
+        return int(batch["attention_mask"].sum())
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """``loss`` (mean cross-entropy per text, no label smoothing), ``accuracy`` and
+        ``macro_f1`` over the whole validation split."""
+        report = self.report(model)
+        return {k: report[k] for k in ("loss", "accuracy", "macro_f1")}
+
+    @torch.no_grad()
+    def report(self, model: nn.Module) -> dict[str, object]:
+        """``evaluate``'s numbers plus the confusion matrix (rows: true label) and labels."""
+        logits = predict_logits(model, self._val_ids, self.pad_id, max_tokens=self.max_tokens)
+        labels = torch.as_tensor(self.val.labels)
+        loss = float(nn.functional.cross_entropy(logits, labels))
+        predictions = logits.argmax(-1).tolist()
+        return {
+            "loss": loss,
+            "accuracy": accuracy(predictions, self.val.labels),
+            "macro_f1": macro_f1(predictions, self.val.labels, self.num_labels),
+            "confusion_matrix": confusion_matrix(predictions, self.val.labels, self.num_labels),
+            "labels": self.label_names,
+        }
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    *,
+    max_tokens: int = 8192,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """(N, C) float32 logits for token-id sequences, in their order (batched by length)."""
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    out = torch.empty(len(sequences), model.config.num_labels)
+    lengths = [len(s) for s in sequences]
+    for indices in token_batches(lengths, max_tokens, shuffle=False):
+        batch = collate_classification(
+            [sequences[i] for i in indices], None, pad_id=pad_id, device=device
+        )
+        out[indices] = model(**batch).logits.float().cpu()
+    model.train(was_training)
+    return out
+
+
+def classify(
+    model: nn.Module,
+    tokenizer,  # noqa: ANN001
+    texts: Sequence[str],
+    label_names: Sequence[str] | None = None,
+) -> list[dict[str, object]]:
+    """Label and class probabilities of each text: ``{"label", "probability", "scores"}``.
+    Label names default to the model config's ``label_names`` (else the class ids)."""
+    if isinstance(texts, str):
+        raise ValueError("classify expects a list of texts, got one str")
+    names = list(label_names or model.config.label_names or range(model.config.num_labels))
+    names = [str(n) for n in names]
+    if len(names) != model.config.num_labels:
+        raise ValueError(
+            f"{len(names)} label names for a model with {model.config.num_labels} labels"
+        )
+    ids, _ = encode_texts(tokenizer, texts, model.config.max_seq_len)
+    probs = predict_logits(model, ids, tokenizer.pad_id).softmax(-1)  # (N, C)
+    results = []
+    for row in probs:
+        best = int(row.argmax())
+        results.append(
+            {
+                "label": names[best],
+                "probability": float(row[best]),
+                "scores": {n: float(p) for n, p in zip(names, row.tolist(), strict=True)},
+            }
+        )
+    return results
+
+
+def with_classifier_head(
+    model: nn.Module,
+    label_names: Sequence[str],
+    *,
+    pooling: str = "mean",
+    dropout: float | None = None,
+) -> nn.Module:
+    """A classifier built on a pretrained encoder: the same weights plus a new, freshly
+    initialised head with one output per label (``encoder_head='classifier'``)."""
+    from attnlab.models import EncoderModel
+
+    config = model.config
+    if config.family != "encoder":
+        raise ValueError(f"a classifier head needs an encoder model, got family={config.family!r}")
+    changes: dict[str, object] = {
+        "encoder_head": "classifier",
+        "num_labels": len(label_names),
+        "label_names": [str(n) for n in label_names],
+        "pooling": pooling,
+    }
+    if dropout is not None:
+        changes["dropout"] = dropout
+    new = EncoderModel(dataclasses.replace(config, **changes))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("mlm_head.")}
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("classifier.") for k in missing):
+        raise ValueError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
+    return new.to(next(model.parameters()).device)

@@ -1,0 +1,23 @@
+"""Tokenizers: one ``Tokenizer`` class over Hugging Face ``tokenizers`` pipelines, and the
+two vocabularies we train (character level and byte-level BPE)."""
+
+from __future__ import annotations
+
+from attnlab.tokenizers.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, Tokenizer
+from attnlab.tokenizers.train import (
+    tokenizer_from_spec,
+    train_bpe_tokenizer,
+    train_char_tokenizer,
+)
+
+__all__ = [
+    "BOS",
+    "EOS",
+    "PAD",
+    "SPECIAL_TOKENS",
+    "UNK",
+    "Tokenizer",
+    "tokenizer_from_spec",
+    "train_bpe_tokenizer",
+    "train_char_tokenizer",
+]

@@ -1,0 +1,41 @@
+"""Training: one ``Trainer`` loop for every family, driven by a ``Task`` object."""
+
+from __future__ import annotations
+
+from attnlab.training.config import RESUME_LOCKED_KEYS, TrainConfig
+from attnlab.training.lm import LMTask, build_lm_task
+from attnlab.training.optim import build_optimizer, lr_at, parameter_groups
+from attnlab.training.run import load_run_config, new_run, resolve_out_dir, resume_run
+from attnlab.training.task import Task, TaskSetup, model_device
+from attnlab.training.tasks import TASKS, build_task
+from attnlab.training.trainer import (
+    METRICS_FILE,
+    TRAIN_CONFIG_FILE,
+    Trainer,
+    TrainingDivergedError,
+    TrainResult,
+)
+
+__all__ = [
+    "METRICS_FILE",
+    "RESUME_LOCKED_KEYS",
+    "TASKS",
+    "TRAIN_CONFIG_FILE",
+    "LMTask",
+    "Task",
+    "TaskSetup",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDivergedError",
+    "build_lm_task",
+    "build_optimizer",
+    "build_task",
+    "load_run_config",
+    "lr_at",
+    "model_device",
+    "new_run",
+    "parameter_groups",
+    "resolve_out_dir",
+    "resume_run",
+]

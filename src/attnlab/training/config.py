@@ -1,0 +1,145 @@
+"""TrainConfig: everything a training run needs besides the model's own ModelConfig, which
+it carries as the plain dict ``model`` (``vocab_size`` comes from the tokenizer)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from attnlab.config import ModelConfig, _check_choice, _check_positive, _check_range, _JsonConfig
+
+__all__ = ["RESUME_LOCKED_KEYS", "TrainConfig", "model_keys", "train_keys"]
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# keys that must not change when a run is resumed (they define the data and the model)
+RESUME_LOCKED_KEYS = (
+    "task",
+    "data",
+    "tokenizer",
+    "bpe_vocab_size",
+    "val_fraction",
+    "model",
+    "block_size",
+)
+# ModelConfig fields set from the tokenizer, never by the user
+_DERIVED_MODEL_KEYS = ("vocab_size", "target_vocab_size")
+
+
+@dataclass
+class TrainConfig(_JsonConfig):
+    """A training run. Every field can be set in a preset YAML file or as ``--key value`` on
+    ``attnlab train``; ModelConfig fields go under ``model:`` in YAML and are flat on the
+    command line (``--d_model 128``)."""
+
+    name: str = "run"  # names the default run folder runs/<name>
+    task: str = "lm"  # a name in attnlab.training.tasks.TASKS
+    # data and tokenizer
+    data: str = "shakespeare"  # a built-in corpus name, a UTF-8 .txt file or a folder
+    tokenizer: str = "char"  # char, bpe, or the path of a tokenizer.json
+    bpe_vocab_size: int = 4096  # tokenizer=bpe only
+    val_fraction: float = 0.1  # the last 10% of tokens are the validation split
+    block_size: int | None = None  # context length of training windows; None: max_seq_len
+    # model
+    model: dict[str, Any] = field(default_factory=dict)
+    # where, how
+    out_dir: str | None = None  # None: runs/<name>, numbered if it holds a run already
+    seed: int = 1337  # initial weights, dropout and the order of training windows
+    device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda or mps
+    bf16: bool | None = None  # bf16 autocast; None: on where the device has bf16 units
+    compile: bool | None = None  # torch.compile the forward; None: attnlab.training.speed's choice
+    num_threads: int | None = None  # torch.set_num_threads for this run; None: leave as is
+    # optimisation
+    batch_size: int = 32  # sequences per micro-batch
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    max_steps: int = 5000  # optimizer steps (the cosine decay ends here or at max_time)
+    max_time: float | None = None  # seconds of training (evaluation and saving excluded)
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    min_lr: float | None = None  # end of the cosine decay; None: lr / 10
+    warmup_steps: int = 100  # linear warm-up from lr / warmup_steps to lr
+    weight_decay: float = 0.1  # not applied to norms, biases and embeddings
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.99  # AdamW second-moment decay
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    # evaluation and logging
+    eval_interval: int = 500  # steps between evaluations over the whole validation split
+    eval_batch_size: int | None = None  # windows per evaluation batch; None: batch_size
+    log_interval: int = 10  # steps between train lines in metrics.jsonl
+    progress: bool = True  # a rich progress bar (loss, tokens/s, ETA); false: log lines
+
+    def __post_init__(self) -> None:
+        for key in ("task", "data", "tokenizer", "name"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise ValueError(f"{key}={getattr(self, key)!r} must be a non-empty string")
+        _check_positive("bpe_vocab_size", self.bpe_vocab_size)
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(
+                f"val_fraction={self.val_fraction!r} must lie strictly between 0 and 1"
+            )
+        if self.block_size is not None:
+            _check_positive("block_size", self.block_size)
+        if not isinstance(self.model, dict):
+            raise ValueError(f"model must be a mapping of ModelConfig fields, got {self.model!r}")
+        derived = sorted(set(self.model) & set(_DERIVED_MODEL_KEYS))
+        if derived:
+            raise ValueError(f"model.{derived[0]} is set from the tokenizer; remove it")
+        try:  # validate now with a placeholder vocabulary: errors name the field
+            ModelConfig.from_dict({**self.model, "vocab_size": 256})
+        except TypeError as err:
+            raise ValueError(f"model: {err}") from None
+        _check_choice("device", self.device, DEVICES)
+        for key in ("bf16", "compile"):
+            if getattr(self, key) not in (None, True, False):
+                raise ValueError(f"{key}={getattr(self, key)!r} must be true, false or null (auto)")
+        if self.num_threads is not None:
+            _check_positive("num_threads", self.num_threads)
+        for key in ("batch_size", "grad_accum_steps", "max_steps", "eval_interval", "log_interval"):
+            _check_positive(key, getattr(self, key))
+        if self.eval_batch_size is not None:
+            _check_positive("eval_batch_size", self.eval_batch_size)
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(f"max_time={self.max_time!r} must be a positive number of seconds")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr!r} must be positive")
+        if self.min_lr is None:
+            self.min_lr = self.lr / 10
+        _check_range("min_lr", self.min_lr, 0.0, self.lr)
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps={self.warmup_steps!r} must be >= 0")
+        _check_range("weight_decay", self.weight_decay, 0.0, 10.0)
+        _check_range("beta1", self.beta1, 0.0, 0.999999)
+        _check_range("beta2", self.beta2, 0.0, 0.999999)
+        if not self.grad_clip >= 0:
+            raise ValueError(f"grad_clip={self.grad_clip!r} must be >= 0 (0 disables clipping)")
+
+    def model_config(self, vocab_size: int, **derived: Any) -> ModelConfig:
+        """The ModelConfig for a tokenizer of ``vocab_size`` ids; ``max_seq_len`` defaults to
+        ``block_size``."""
+        values = dict(self.model)
+        if self.block_size is not None:
+            values.setdefault("max_seq_len", self.block_size)
+        return ModelConfig.from_dict({**values, "vocab_size": vocab_size, **derived})
+
+    @property
+    def context(self) -> int:
+        """The training window length: ``block_size``, else the model's ``max_seq_len``."""
+        if self.block_size is not None:
+            return self.block_size
+        return ModelConfig.from_dict({**self.model, "vocab_size": 256}).max_seq_len
+
+
+def train_keys() -> dict[str, Any]:
+    """TrainConfig field name -> type (``model`` excluded)."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig) if f.name != "model"}
+
+
+def model_keys() -> dict[str, Any]:
+    """ModelConfig field name -> type, for the fields a user may set."""
+    hints = typing.get_type_hints(ModelConfig)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(ModelConfig)
+        if f.name not in _DERIVED_MODEL_KEYS
+    }

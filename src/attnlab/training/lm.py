@@ -1,0 +1,130 @@
+"""The language-modelling task: random windows of a token stream for training, the whole
+validation split for evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from attnlab.data import (
+    TokenSplits,
+    random_windows,
+    read_text,
+    split_tokens,
+    tokenize_cached,
+    validation_windows,
+)
+from attnlab.models import IGNORE_INDEX
+from attnlab.tokenizers import Tokenizer, tokenizer_from_spec
+from attnlab.training.config import TrainConfig
+from attnlab.training.task import TaskSetup, model_device
+
+__all__ = ["LMTask", "build_lm_task", "chars_per_token", "evaluate_lm"]
+
+
+class LMTask:
+    """Next-token prediction on a token stream (a ``Task``).
+
+    Training batches are ``batch_size`` random windows of ``block_size`` tokens from the
+    training split; evaluation covers every token of the validation split once.
+    ``chars_per_token`` (characters of text per token of the validation split) lets the
+    evaluation report bits per character as well as per token.
+    """
+
+    def __init__(
+        self,
+        splits: TokenSplits,
+        block_size: int,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        chars_per_token: float | None = None,
+    ) -> None:
+        if len(splits.train) < block_size + 1:
+            raise ValueError(
+                f"the training split has {len(splits.train)} tokens, fewer than one context "
+                f"window (block_size {block_size} + 1)"
+            )
+        self.splits = splits
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.chars_per_token = chars_per_token
+
+    def next_batch(self, generator: torch.Generator) -> dict[str, Tensor]:
+        inputs, targets = random_windows(
+            self.splits.train, self.batch_size, self.block_size, generator
+        )
+        return {"input_ids": inputs, "targets": targets}
+
+    def count_tokens(self, batch: dict[str, Tensor]) -> int:
+        return int((batch["targets"] != IGNORE_INDEX).sum())
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Mean loss over every prediction of the validation split."""
+        return evaluate_lm(
+            model, self.splits.val, self.block_size, self.eval_batch_size, self.chars_per_token
+        )
+
+
+def evaluate_lm(
+    model: nn.Module,
+    ids: np.ndarray,
+    block_size: int,
+    batch_size: int,
+    chars_per_token: float | None = None,
+) -> dict[str, float]:
+    """Mean next-token loss of ``model`` over every token of ``ids`` but the first, in
+    non-overlapping windows of ``block_size`` (summed in float64): ``loss``, ``tokens`` and,
+    given ``chars_per_token``, ``bits_per_char``. Call it under ``torch.no_grad()``."""
+    device = model_device(model)
+    total, count = 0.0, 0
+    for inputs, targets in validation_windows(ids, block_size, batch_size):
+        n = int((targets != IGNORE_INDEX).sum())
+        loss = model(input_ids=inputs.to(device), targets=targets.to(device)).loss
+        total += float(loss) * n
+        count += n
+    metrics = {"loss": total / count, "tokens": float(count)}
+    if chars_per_token:
+        metrics["bits_per_char"] = metrics["loss"] / math.log(2) / chars_per_token
+    return metrics
+
+
+def chars_per_token(val_ids: np.ndarray, decode) -> float:  # noqa: ANN001 - a decode callable
+    """Characters of decoded text per token of ``val_ids``."""
+    return len(decode(val_ids)) / max(len(val_ids), 1)
+
+
+def build_lm_task(
+    config: TrainConfig,
+    tokenizer: Tokenizer | None = None,
+    target_tokenizer: Tokenizer | None = None,
+) -> TaskSetup:
+    """The LM task of ``config``: read ``config.data``, make (or reuse) the tokenizer,
+    tokenize through the cache, split, and size the decoder's vocabulary."""
+    text = read_text(config.data)
+    if tokenizer is None:
+        tokenizer = tokenizer_from_spec(config.tokenizer, text, config.bpe_vocab_size)
+    block_size = config.context
+    model_config = config.model_config(tokenizer.vocab_size)
+    if model_config.family != "decoder":
+        raise ValueError(f"task='lm' trains a decoder; got family={model_config.family!r}")
+    if block_size > model_config.max_seq_len:
+        raise ValueError(
+            f"block_size={block_size} exceeds the model's max_seq_len={model_config.max_seq_len}"
+        )
+    ids = tokenize_cached(text, tokenizer)
+    try:
+        splits = split_tokens(ids, config.val_fraction, block_size)
+    except ValueError as err:
+        raise ValueError(f"data={config.data!r}: {err}") from None
+    task = LMTask(
+        splits,
+        block_size,
+        config.batch_size,
+        config.eval_batch_size,
+        chars_per_token(splits.val, tokenizer.decode),
+    )
+    return TaskSetup(task, model_config, tokenizer)

@@ -1,0 +1,127 @@
+"""Starting and resuming a training run folder from a TrainConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from attnlab.checkpoint import STATE_FILE, WEIGHTS_FILE, load_config, load_state, load_tokenizer
+from attnlab.models import build_model
+from attnlab.training.config import RESUME_LOCKED_KEYS, TrainConfig
+from attnlab.training.tasks import build_task
+from attnlab.training.trainer import TRAIN_CONFIG_FILE, Trainer
+
+__all__ = ["load_run_config", "new_run", "resolve_out_dir", "resume_run"]
+
+_log = logging.getLogger(__name__)
+
+
+def _holds_run(folder: Path) -> bool:
+    return (folder / STATE_FILE).exists() or (folder / WEIGHTS_FILE).exists()
+
+
+def resolve_out_dir(config: TrainConfig) -> Path:
+    """``config.out_dir``, which must not hold a run already; by default ``runs/<name>``, or
+    ``runs/<name>-2``, ``-3``, ... when that one is taken."""
+    if config.out_dir is not None:
+        out = Path(config.out_dir)
+        if _holds_run(out):
+            raise ValueError(
+                f"out_dir {out} already holds a training run; pass --resume {out} to continue "
+                "it or choose another --out_dir"
+            )
+        return out
+    out, n = Path("runs") / config.name, 1
+    while _holds_run(out):
+        n += 1
+        out = Path("runs") / f"{config.name}-{n}"
+    return out
+
+
+def new_run(config: TrainConfig) -> Trainer:
+    """A Trainer for a fresh run of ``config`` (the model initialised from ``config.seed``)."""
+    out_dir = resolve_out_dir(config)
+    setup = build_task(config)
+    torch.manual_seed(config.seed)  # the model's initial weights (and dropout) follow the seed
+    model = build_model(setup.model_config)
+    return Trainer(
+        model,
+        setup.task,
+        config,
+        out_dir,
+        tokenizer=setup.tokenizer,
+        target_tokenizer=setup.target_tokenizer,
+    )
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig saved in a run folder."""
+    path = Path(run_dir) / TRAIN_CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run folder not found: {run_dir}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.name} not found in {run_dir}: not a training run folder")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"{path} is not a valid training config: {err}") from err
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def _differences(a: object, b: object, keys: tuple[str, ...]) -> list[str]:
+    return [
+        f"{k}: {getattr(a, k)!r} != {getattr(b, k)!r}"
+        for k in keys
+        if getattr(a, k) != getattr(b, k)
+    ]
+
+
+def resume_run(run_dir: str | Path, config: TrainConfig | None = None) -> Trainer:
+    """A Trainer that continues the run in ``run_dir``: by default with its saved config;
+    ``config`` may change the budgets, logging and optimisation settings but not the data,
+    tokenizer or model (``RESUME_LOCKED_KEYS``)."""
+    run_dir = Path(run_dir)
+    saved = load_run_config(run_dir)
+    if config is None:
+        config = saved
+    diffs = _differences(saved, config, RESUME_LOCKED_KEYS)
+    if diffs:
+        raise ValueError(
+            f"cannot resume {run_dir}: the configuration does not match the run's "
+            f"{TRAIN_CONFIG_FILE} ({'; '.join(diffs)})"
+        )
+    config = dataclasses.replace(config, out_dir=str(run_dir))
+    state = load_state(run_dir / STATE_FILE)
+    tokenizer = load_tokenizer(run_dir)
+    target_tokenizer = load_tokenizer(run_dir, "target_tokenizer.json")
+    if tokenizer is not None and state.get("tokenizer") != tokenizer.fingerprint():
+        raise ValueError(
+            f"cannot resume {run_dir}: its tokenizer.json is not the tokenizer the run was "
+            "trained with"
+        )
+    setup = build_task(config, tokenizer, target_tokenizer)
+    saved_model = load_config(run_dir)
+    if saved_model != setup.model_config:
+        fields = [f.name for f in dataclasses.fields(saved_model)]
+        diffs = _differences(saved_model, setup.model_config, tuple(fields))
+        raise ValueError(
+            f"cannot resume {run_dir}: its config.json does not match the model this "
+            f"configuration builds ({'; '.join(diffs)})"
+        )
+    model = build_model(setup.model_config)
+    trainer = Trainer(
+        model,
+        setup.task,
+        config,
+        run_dir,
+        tokenizer=setup.tokenizer,
+        target_tokenizer=setup.target_tokenizer,
+    )
+    trainer.restore(state)
+    _log.info("resuming %s at step %d", run_dir, trainer.step)
+    return trainer

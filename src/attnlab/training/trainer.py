@@ -1,0 +1,408 @@
+"""The one training loop. A ``Task`` supplies batches and evaluations; the trainer does the
+rest: AdamW, warm-up + cosine schedule, gradient accumulation and clipping, bf16 autocast,
+optional ``torch.compile``, evaluation over the whole validation split, step and time
+budgets, a progress bar, ``metrics.jsonl``, atomic checkpoints (latest at the top of the run
+folder, best by validation loss in ``best/``), exact resume, a checkpoint on Ctrl-C/SIGTERM,
+and a stop without saving on a NaN/inf loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnlab.atomic import atomic_write_text
+from attnlab.checkpoint import (
+    STATE_FILE,
+    load_state,
+    load_weights,
+    read_weights_metadata,
+    save_pretrained,
+    save_state,
+)
+from attnlab.models import TransformerModel
+from attnlab.tokenizers import Tokenizer
+from attnlab.training.config import TrainConfig
+from attnlab.training.optim import build_optimizer, lr_at
+from attnlab.training.speed import (
+    SpeedSettings,
+    autocast_context,
+    configure_model,
+    maybe_compile,
+    resolve_speed_settings,
+)
+from attnlab.training.task import Task
+
+__all__ = ["METRICS_FILE", "TRAIN_CONFIG_FILE", "TrainResult", "Trainer", "TrainingDivergedError"]
+
+METRICS_FILE = "metrics.jsonl"
+TRAIN_CONFIG_FILE = "train_config.json"
+BEST_DIR = "best"
+_STATE_FORMAT = 1
+_log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite; nothing was saved after it."""
+
+
+@dataclass
+class TrainResult:
+    """How a call to ``Trainer.train`` ended."""
+
+    step: int
+    stop_reason: str  # max_steps, max_time, until_step or interrupted
+    train_time: float  # seconds of training so far (evaluation and saving excluded)
+    val_metrics: dict[str, float] | None  # the last evaluation, if any
+    best_val_loss: float | None
+    out_dir: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but CUDA is not available")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains ``model`` on ``task`` as ``config`` says, writing to the run folder
+    ``out_dir``. Call ``restore()`` to continue from the checkpoint in ``out_dir``."""
+
+    def __init__(
+        self,
+        model: TransformerModel,
+        task: Task,
+        config: TrainConfig,
+        out_dir: str | Path,
+        *,
+        tokenizer: Tokenizer | None = None,
+        target_tokenizer: Tokenizer | None = None,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.task = task
+        self.out_dir = Path(out_dir)
+        self.tokenizer = tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.speed = resolve_speed_settings(
+            SpeedSettings(bf16=config.bf16, compile=config.compile), self.device
+        )
+        configure_model(self.model, self.speed)
+        self.optimizer = build_optimizer(
+            self.model,
+            config.lr,
+            config.weight_decay,
+            (config.beta1, config.beta2),
+            fused=bool(self.speed.fused_adamw),
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)  # data sampling only
+        self.step = 0
+        self.train_time = 0.0
+        self.wall_time = 0.0  # seconds since the run started, over all resumes
+        self.tokens_seen = 0
+        self.best_val_loss: float | None = None
+        self.last_val: dict[str, float] | None = None
+        self.saved_step: int | None = None
+        self._signal: int | None = None
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the weights that an exact resume needs."""
+        state: dict[str, Any] = {
+            "format": _STATE_FORMAT,
+            "step": self.step,
+            "train_time": self.train_time,
+            "wall_time": self.wall_time,
+            "tokens_seen": self.tokens_seen,
+            "best_val_loss": self.best_val_loss,
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "tokenizer": "" if self.tokenizer is None else self.tokenizer.fingerprint(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save_checkpoint(self, best: bool = False) -> None:
+        """Write the latest weights and state (and ``best/`` when ``best``), atomically."""
+        meta = {"step": str(self.step)}
+        tokenizers = {"tokenizer": self.tokenizer, "target_tokenizer": self.target_tokenizer}
+        save_pretrained(self.out_dir, self.model, metadata=meta, **tokenizers)
+        save_state(self.out_dir / STATE_FILE, self.state_dict())
+        if best:
+            meta["val_loss"] = repr(self.best_val_loss)
+            save_pretrained(self.out_dir / BEST_DIR, self.model, metadata=meta, **tokenizers)
+        self.saved_step = self.step
+
+    def restore(self, state: dict[str, Any] | None = None) -> None:
+        """Load the latest weights and training state from ``out_dir`` (for ``--resume``);
+        ``state``: the content of its state.pt when already read."""
+        if state is None:
+            state = load_state(self.out_dir / STATE_FILE)
+        weights_step = read_weights_metadata(self.out_dir).get("step")
+        if weights_step != str(state["step"]):
+            raise ValueError(
+                f"{self.out_dir / 'model.safetensors'} is at step {weights_step} but "
+                f"{self.out_dir / STATE_FILE} at step {state['step']} (an interrupted save?)"
+            )
+        if self.tokenizer is not None and state["tokenizer"] != self.tokenizer.fingerprint():
+            raise ValueError(
+                f"{self.out_dir / 'tokenizer.json'} does not match the tokenizer this run was "
+                "trained with"
+            )
+        load_weights(self.model, self.out_dir, device=self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step = state["step"]
+        self.train_time = state["train_time"]
+        self.wall_time = state["wall_time"]
+        self.tokens_seen = state["tokens_seen"]
+        self.best_val_loss = state["best_val_loss"]
+        self.saved_step = self.step
+        self._truncate_metrics(self.step)
+
+    # -- metrics -------------------------------------------------------------------------
+    def _write_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop lines logged after the checkpoint being resumed (they will be redone)."""
+        path = self.out_dir / METRICS_FILE
+        if not path.exists():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """The task's metrics over the whole validation split, plus ppl and bits/token."""
+        self.model.eval()
+        try:
+            with torch.no_grad(), self.autocast():
+                metrics = dict(self.task.evaluate(self.model))
+        finally:
+            self.model.train()
+        loss = metrics["loss"]
+        metrics["ppl"] = math.exp(min(loss, 700.0))
+        metrics["bits_per_token"] = loss / math.log(2)
+        return metrics
+
+    def _evaluate_and_save(self, wall_start: float) -> dict[str, float]:
+        metrics = self.evaluate()
+        if not math.isfinite(metrics["loss"]):
+            self._diverged(f"validation loss is {metrics['loss']}")
+        self.last_val = metrics
+        self._write_metrics(
+            {"step": self.step, "time": self._wall(wall_start), "split": "val", **metrics}
+        )
+        best = self.best_val_loss is None or metrics["loss"] < self.best_val_loss
+        if best:
+            self.best_val_loss = metrics["loss"]
+        self.save_checkpoint(best=best)
+        return metrics
+
+    # -- the loop ------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of this run (bf16 or none), from ``attnlab.training.speed``."""
+        return autocast_context(self.device, bool(self.speed.bf16))
+
+    def _wall(self, wall_start: float) -> float:
+        return self.wall_time + time.perf_counter() - wall_start
+
+    def _progress_fraction(self) -> float:
+        c = self.config
+        fraction = self.step / c.max_steps
+        if c.max_time is not None:
+            fraction = max(fraction, self.train_time / c.max_time)
+        return min(fraction, 1.0)
+
+    def _stop_reason(self, until_step: int | None) -> str | None:
+        if self._signal is not None:
+            return "interrupted"
+        if self.step >= self.config.max_steps:
+            return "max_steps"
+        if self.config.max_time is not None and self.train_time >= self.config.max_time:
+            return "max_time"
+        if until_step is not None and self.step >= until_step:
+            return "until_step"
+        return None
+
+    def _diverged(self, what: str) -> None:
+        where = (
+            "no checkpoint was saved yet"
+            if self.saved_step is None
+            else f"the last good checkpoint (step {self.saved_step}) is in {self.out_dir}"
+        )
+        raise TrainingDivergedError(f"{what} at step {self.step + 1}; training stopped, {where}")
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask the loop to stop after the current step and save; a second
+        signal interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._signal is not None:
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _train_step(self, forward: Callable[..., Any]) -> tuple[float, int]:
+        """One optimizer step over ``grad_accum_steps`` micro-batches: (mean loss, tokens)."""
+        c = self.config
+        lr = lr_at(self.step, self._progress_fraction(), c.lr, c.min_lr, c.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, n_tokens = 0.0, 0
+        for _ in range(c.grad_accum_steps):
+            batch = {k: v.to(self.device) for k, v in self.task.next_batch(self.generator).items()}
+            n_tokens += self.task.count_tokens(batch)
+            with self.autocast():
+                loss = forward(**batch).loss
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                self._diverged(f"loss is {value}")
+            (loss / c.grad_accum_steps).backward()
+            loss_sum += value
+        if c.grad_clip > 0:
+            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
+            if not math.isfinite(norm):
+                self._diverged(f"gradient norm is {norm}")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_sum / c.grad_accum_steps, n_tokens
+
+    def train(self, until_step: int | None = None) -> TrainResult:
+        """Train until ``max_steps``, ``max_time``, ``until_step`` (a deliberate early stop,
+        as if interrupted) or a signal; evaluate every ``eval_interval`` steps and at the
+        end; save at every evaluation and before returning."""
+        c = self.config
+        if c.num_threads is not None:
+            torch.set_num_threads(c.num_threads)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out_dir / TRAIN_CONFIG_FILE, c.to_json() + "\n")
+        _log.debug(self.speed.describe())
+        forward = maybe_compile(self.model, bool(self.speed.compile), self.device)
+        self.model.train()
+        self._signal = None
+        wall_start = time.perf_counter()
+        log_start, log_tokens = time.perf_counter(), 0
+        with self._signals(), _ProgressBar(c.progress, self) as bar:
+            while (reason := self._stop_reason(until_step)) is None:
+                t0 = time.perf_counter()
+                loss, n_tokens = self._train_step(forward)
+                self.train_time += time.perf_counter() - t0
+                self.tokens_seen += n_tokens
+                log_tokens += n_tokens
+                if self.step % c.log_interval == 0 or self.step == 1:
+                    now = time.perf_counter()
+                    record = {
+                        "step": self.step,
+                        "time": self._wall(wall_start),
+                        "split": "train",
+                        "loss": loss,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "tokens_per_s": log_tokens / max(now - log_start, 1e-9),
+                    }
+                    self._write_metrics(record)
+                    bar.update(record)
+                    log_start, log_tokens = now, 0
+                if self.step % c.eval_interval == 0:
+                    bar.report(self._evaluate_and_save(wall_start))
+            if reason in ("max_steps", "max_time") and self.saved_step != self.step:
+                bar.report(self._evaluate_and_save(wall_start))
+            elif self.saved_step != self.step:  # interrupted: save quickly, no evaluation
+                self.save_checkpoint()
+        self.wall_time = self._wall(wall_start)
+        if reason == "interrupted":
+            _log.warning("stopped by signal %s; checkpoint saved in %s", self._signal, self.out_dir)
+        return TrainResult(
+            self.step, reason, self.train_time, self.last_val, self.best_val_loss, self.out_dir
+        )
+
+
+class _ProgressBar:
+    """A rich progress bar (loss, tokens/s, ETA) or, when disabled, log lines."""
+
+    def __init__(self, enabled: bool, trainer: Trainer) -> None:
+        self.enabled = enabled
+        self.trainer = trainer
+        self.progress = None
+
+    def __enter__(self) -> _ProgressBar:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                console=Console(log_path=False),
+            )
+            self.progress.start()
+            self.task_id = self.progress.add_task("train", total=1.0, status="starting")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def update(self, record: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        t = self.trainer
+        fraction = t._progress_fraction()
+        eta = t.train_time * (1 - fraction) / fraction if fraction > 0 else float("nan")
+        status = (
+            f"step {t.step}/{t.config.max_steps}  loss {record['loss']:.4f}  "
+            f"{record['tokens_per_s']:,.0f} tok/s  ETA {eta:.0f}s"
+        )
+        if t.last_val is not None:
+            status += f"  val {t.last_val['loss']:.4f}"
+        self.progress.update(self.task_id, completed=fraction, status=status)
+
+    def report(self, metrics: dict[str, float]) -> None:
+        t = self.trainer
+        line = (
+            f"step {t.step}: val loss {metrics['loss']:.4f}, ppl {metrics['ppl']:.2f}, "
+            f"bits/token {metrics['bits_per_token']:.3f}"
+        )
+        if "bits_per_char" in metrics:
+            line += f", bits/char {metrics['bits_per_char']:.3f}"
+        if self.progress is not None:
+            self.progress.console.log(line)
+        else:
+            _log.info(line)

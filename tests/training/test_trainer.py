@@ -1,0 +1,236 @@
+"""The Trainer: exact resume, checkpoints, metrics, budgets, signals, NaN, accumulation."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnlab import ModelConfig, build_model
+from attnlab.checkpoint import load_pretrained, read_weights_metadata
+from attnlab.training import (
+    LMTask,
+    TrainConfig,
+    Trainer,
+    TrainingDivergedError,
+    lr_at,
+    new_run,
+    parameter_groups,
+    resume_run,
+)
+
+
+def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def test_resume_is_exact(make_config) -> None:
+    """20 steps straight == 10 steps, stop, resume, 10 steps (dropout on, accumulation 2)."""
+    straight = new_run(make_config("straight", grad_accum_steps=2))
+    straight.train()
+    first = new_run(make_config("split", grad_accum_steps=2))
+    result = first.train(until_step=10)
+    assert result.stop_reason == "until_step" and result.step == 10
+    resumed = resume_run(first.out_dir)
+    assert resumed.step == 10
+    resumed.train()
+    assert resumed.step == straight.step == 20
+    assert _max_diff(_params(straight.model), _params(resumed.model)) <= 1e-6
+    # the metrics of the split run repeat the straight run's, line for line
+    lines = [json.loads(x) for x in (first.out_dir / "metrics.jsonl").read_text().splitlines()]
+    ref = [json.loads(x) for x in (straight.out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in lines] == [(r["step"], r["split"]) for r in ref]
+    for a, b in zip(lines, ref, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+
+
+def test_run_folder_metrics_and_best(make_config) -> None:
+    trainer = new_run(make_config())
+    result = trainer.train()
+    out = trainer.out_dir
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "tokenizer.json", "model.safetensors", "state.pt", "best"} <= names
+    assert {"train_config.json", "metrics.jsonl"} <= names
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    val = [r for r in records if r["split"] == "val"]
+    assert [r["step"] for r in val] == [5, 10, 15, 20]
+    for r in train:
+        assert {"step", "time", "split", "loss", "lr", "tokens_per_s"} <= r.keys()
+        assert isinstance(r["step"], int) and r["tokens_per_s"] > 0
+    for r in val:
+        assert {"step", "time", "split", "loss", "ppl", "bits_per_token"} <= r.keys()
+        assert r["ppl"] == pytest.approx(math.exp(r["loss"]))
+        assert r["bits_per_token"] == pytest.approx(r["loss"] / math.log(2))
+    times = [r["time"] for r in records]
+    assert times == sorted(times)
+    # best/ holds the weights of the lowest validation loss, the top level the latest
+    best = min(val, key=lambda r: r["loss"])
+    meta = read_weights_metadata(out / "best")
+    assert int(meta["step"]) == best["step"] and float(meta["val_loss"]) == best["loss"]
+    assert read_weights_metadata(out)["step"] == "20"
+    assert result.best_val_loss == best["loss"]
+    latest = load_pretrained(out).model
+    assert _max_diff(_params(latest), _params(trainer.model)) == 0.0
+
+
+def test_evaluation_covers_the_whole_validation_split(make_config) -> None:
+    trainer = new_run(make_config(eval_batch_size=3))
+    task: LMTask = trainer.task
+    val = torch.from_numpy(task.splits.val.astype("int64"))
+    metrics = trainer.evaluate()
+    # reference: every validation token predicted once, from its own window of 32
+    model = trainer.model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(val) - 1, 32):
+            x = val[start : start + 32][None]
+            y = val[start + 1 : start + 33][None]
+            x = x[:, : y.shape[1]]
+            logits = model(x).logits
+            total += float(torch.nn.functional.cross_entropy(logits[0], y[0], reduction="sum"))
+    assert metrics["tokens"] == len(val) - 1
+    assert metrics["loss"] == pytest.approx(total / (len(val) - 1), rel=1e-5)
+
+
+def test_gradient_accumulation_matches_full_batch() -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=20, d_model=16, n_heads=2, n_layers=1, max_seq_len=8)
+    x = torch.randint(0, 20, (8, 8))
+    y = torch.randint(0, 20, (8, 8))
+
+    class Fixed:  # hands out the same rows in order
+        def __init__(self, rows: int) -> None:
+            self.rows, self.i = rows, 0
+
+        def next_batch(self, generator):
+            sl = slice(self.i, self.i + self.rows)
+            self.i = (self.i + self.rows) % 8
+            return {"input_ids": x[sl], "targets": y[sl]}
+
+        def evaluate(self, model):
+            return {"loss": 0.0}
+
+        def count_tokens(self, batch):
+            return batch["targets"].numel()
+
+    results = []
+    for rows, accum in ((8, 1), (4, 2), (2, 4)):
+        torch.manual_seed(1)  # the same initial weights each time
+        model = build_model(config)
+        cfg = TrainConfig(
+            batch_size=rows, grad_accum_steps=accum, warmup_steps=0, bf16=False, compile=False
+        )
+        trainer = Trainer(model, Fixed(rows), cfg, "unused")
+        trainer._train_step(model)
+        results.append(_params(model))
+    assert _max_diff(results[0], results[1]) <= 1e-6
+    assert _max_diff(results[0], results[2]) <= 1e-6
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(make_config) -> None:
+    trainer = new_run(make_config(max_steps=40))
+    trainer.train(until_step=5)
+    before = {p.name: p.read_bytes() for p in trainer.out_dir.iterdir() if p.is_file()}
+    with torch.no_grad():
+        trainer.model.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match=r"loss is nan at step 6.*step 5"):
+        trainer.train()
+    after = {p.name: p.read_bytes() for p in trainer.out_dir.iterdir() if p.is_file()}
+    assert after == before  # nothing written after the NaN
+    weights = load_pretrained(trainer.out_dir).model.state_dict()
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(make_config) -> None:
+    trainer = new_run(make_config(max_steps=100, eval_interval=100))
+    calls = {"n": 0}
+    next_batch = trainer.task.next_batch
+
+    def next_batch_then_signal(generator):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next_batch(generator)
+
+    trainer.task.next_batch = next_batch_then_signal
+    previous = signal.getsignal(signal.SIGTERM)
+    result = trainer.train()
+    assert signal.getsignal(signal.SIGTERM) == previous  # handler restored
+    assert result.stop_reason == "interrupted" and result.step == 3
+    assert read_weights_metadata(trainer.out_dir)["step"] == "3"
+    assert resume_run(trainer.out_dir).step == 3
+
+
+def test_time_budget_stops_training(make_config) -> None:
+    result = new_run(make_config(max_steps=10_000, max_time=0.5)).train()
+    assert result.stop_reason == "max_time"
+    assert 0 < result.step < 10_000 and result.train_time >= 0.5
+    assert result.val_metrics is not None  # evaluated at the end
+
+
+def test_no_weight_decay_on_norms_biases_embeddings() -> None:
+    model = build_model(ModelConfig(vocab_size=30, d_model=16, n_heads=2, n_layers=1))
+    decay, no_decay = parameter_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert decayed and all(n.endswith("weight") and "norm" not in n for n in decayed)
+    assert not any("embeddings" in n for n in decayed)
+    n_params = len({id(p) for p in model.parameters()})
+    assert len(decay["params"]) + len(no_decay["params"]) == n_params
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    lr, min_lr = 1e-3, 1e-4
+    assert lr_at(0, 0.0, lr, min_lr, 10) == pytest.approx(lr / 10)
+    assert lr_at(9, 0.0, lr, min_lr, 10) == pytest.approx(lr)
+    assert lr_at(50, 0.5, lr, min_lr, 10) == pytest.approx((lr + min_lr) / 2)
+    assert lr_at(100, 1.0, lr, min_lr, 10) == pytest.approx(min_lr)
+    values = [lr_at(s, s / 100, lr, min_lr, 10) for s in range(10, 101)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_resume_refuses_mismatches(make_config, tmp_path: Path) -> None:
+    trainer = new_run(make_config())
+    trainer.train(until_step=2)
+    out = trainer.out_dir
+    with pytest.raises(ValueError, match=r"does not match.*model"):
+        resume_run(out, make_config(model=dict(d_model=64, n_heads=2, max_seq_len=32)))
+    other = tmp_path / "other.txt"
+    other.write_text("completely different text " * 50, encoding="utf-8")
+    with pytest.raises(ValueError, match="data"):
+        resume_run(out, make_config(data=str(other)))
+    # a tokenizer.json swapped for another one
+    from attnlab.tokenizers import train_char_tokenizer
+
+    train_char_tokenizer("abcdefghij").save(out / "tokenizer.json")
+    with pytest.raises(ValueError, match="tokenizer.json"):
+        resume_run(out)
+
+
+def test_corrupt_checkpoint_is_named_and_best_survives(make_config) -> None:
+    trainer = new_run(make_config())
+    trainer.train(until_step=6)  # evaluated at 5: best/ exists; latest at 6
+    (trainer.out_dir / "state.pt").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(ValueError, match="state.pt"):
+        resume_run(trainer.out_dir)
+    assert read_weights_metadata(trainer.out_dir / "best")["step"] == "5"
+    assert load_pretrained(trainer.out_dir / "best").model is not None
+
+
+def test_fresh_run_never_overwrites_a_run(make_config) -> None:
+    trainer = new_run(make_config())
+    trainer.train(until_step=1)
+    with pytest.raises(ValueError, match="already holds a training run; pass --resume"):
+        new_run(make_config())
