@@ -41,9 +41,10 @@ def models(monkeypatch):
 def test_attention_png_grid(tmp_path, models, name, capsys) -> None:
     out = tmp_path / "attention.png"
     assert main(["attention", name, "--text", "the cat", "--out", str(out), "--dpi", str(DPI)]) == 0
-    width, height = attention_figsize(2, 4, 7, 7)
+    n = 9 if name == "bert" else 7  # an encoder adds BOS ... EOS
+    width, height = attention_figsize(2, 4, n, n)
     assert_picture(out, width * DPI, height * DPI)
-    assert "self: 2 layer(s) x 4 head(s), 7 x 7 tokens" in capsys.readouterr().out
+    assert f"self: 2 layer(s) x 4 head(s), {n} x {n} tokens" in capsys.readouterr().out
 
 
 def test_attention_one_layer_and_head(tmp_path, models) -> None:
@@ -58,10 +59,10 @@ def test_attention_encoder_decoder_png(tmp_path, models, capsys) -> None:
     out = tmp_path / "ed.png"
     args = ["attention", "t5", "--source", "ein hund", "--target", "a dog", "--out", str(out)]
     assert main([*args, "--dpi", str(DPI)]) == 0
-    sizes = [attention_figsize(1, 4, *n) for n in ((8, 8), (6, 6), (6, 8))]
+    sizes = [attention_figsize(1, 4, *n) for n in ((9, 9), (6, 6), (6, 9))]
     assert_picture(out, max(w for w, _ in sizes) * DPI, sum(h for _, h in sizes) * DPI)
     printed = capsys.readouterr().out
-    assert "cross: 1 layer(s) x 4 head(s), 6 x 8 tokens" in printed
+    assert "cross: 1 layer(s) x 4 head(s), 6 x 9 tokens" in printed
 
 
 def test_attention_html(tmp_path, models) -> None:
@@ -72,8 +73,9 @@ def test_attention_html(tmp_path, models) -> None:
     assert "://" not in page and "<link" not in page and "<script src" not in page
     data = json.loads(page.split(f'id="{DATA_ID}">')[1].split("</script>")[0])
     assert [m["kind"] for m in data["maps"]] == ["encoder", "decoder", "cross"]
-    assert data["maps"][2]["key_tokens"] == labels("ein hund")
+    assert data["maps"][2]["key_tokens"] == [*labels("ein hund"), "<eos>"]
     assert [len(layer) for layer in data["maps"][0]["weights"]] == [1]  # only --head 1
+    assert data["maps"][0]["head_ids"] == [1] and data["maps"][0]["layer_ids"] == [0]
 
 
 def test_long_text_is_truncated_with_a_note(tmp_path, models, caplog) -> None:

@@ -25,9 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
     parser.add_argument(
-        "--no-special-tokens",
-        action="store_true",
-        help="do not add the tokenizer's special tokens (e.g. [CLS]/[SEP])",
+        "--special-tokens",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="add the tokenizer's special tokens (auto: as the family is trained, e.g. "
+        "[CLS]/[SEP] for an encoder, none for a decoder)",
     )
 
 
@@ -47,14 +49,17 @@ def run(args: argparse.Namespace) -> int:
     if args.text is None and args.source is None and args.target is None:
         raise ValueError("give --text (or --source and --target for an encoder-decoder)")
     loaded = load_model(args.model)
+    if loaded.tokenizer is None:
+        raise ValueError(f"model {args.model!r} comes without a tokenizer")
     maps = attention_maps(
         loaded.model,
         loaded.tokenizer,
         args.text,
         source=args.source,
         target=args.target,
+        target_tokenizer=getattr(loaded, "target_tokenizer", None),
         max_tokens=args.max_tokens,
-        add_special_tokens=not args.no_special_tokens,
+        add_special_tokens={"auto": None, "yes": True, "no": False}[args.special_tokens],
     )
     shown = [m.select(args.layer, args.head) for m in maps.values()]
     out = _output_path(args)

@@ -100,7 +100,7 @@ def _draw_grid(fig: Figure, amap: AttentionMap, cmap: str) -> None:
         for head in range(n_heads):
             ax = axes[layer, head]
             image = ax.imshow(weights[layer, head], cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto")
-            ax.set_title(f"layer {layer} head {head}", fontsize=7)
+            ax.set_title(f"layer {amap.layer_ids[layer]} head {amap.head_ids[head]}", fontsize=7)
             # token labels on the outer axes only: ticks on every axis of a big model's
             # grid (SmolLM2: 30 x 9) would triple the drawing time
             if layer == n_layers - 1:
