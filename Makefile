@@ -24,5 +24,10 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+# Train the CPU preset (shakespeare-cpu: a small GPT on Tiny Shakespeare, about 2 minutes),
+# then print its validation loss and a sample. Each run gets its own folder under runs/.
+demo: $(STAMP)
+	$(PY) -m attnlab.cli train shakespeare-cpu --sample 500
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

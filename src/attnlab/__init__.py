@@ -1,6 +1,7 @@
 """attnlab: the Transformer, end to end."""
 
 from attnlab.config import ModelConfig
+from attnlab.interop.pretrained import LoadedModel, from_pretrained
 from attnlab.models import (
     DecoderLM,
     EncoderDecoderModel,
@@ -17,8 +18,10 @@ __all__ = [
     "EncoderDecoderModel",
     "EncoderModel",
     "KVCache",
+    "LoadedModel",
     "ModelConfig",
     "TransformerModel",
     "__version__",
     "build_model",
+    "from_pretrained",
 ]

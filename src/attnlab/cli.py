@@ -9,13 +9,19 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from attnlab import __version__
-from attnlab.commands import classify, info, translate
+from attnlab.commands import attention, classify, info, plot, positions, train, translate
+from attnlab.commands import eval as eval_
 
 # verb name -> module with HELP, add_arguments(parser) and run(args)
 VERBS: dict[str, ModuleType] = {
     "info": info,
+    "train": train,
+    "eval": eval_,
     "translate": translate,
     "classify": classify,
+    "attention": attention,
+    "plot": plot,
+    "positions": positions,
 }
 
 

@@ -51,6 +51,8 @@ def _tiny_config(data_path: Path, out_dir: Path, **overrides) -> TrainConfig:
         log_interval=2,
         progress=False,
         lr=3e-3,
+        bf16=False,  # the exactness checks are in float32
+        compile=False,
         num_threads=1,  # tiny matrices: one thread avoids OpenMP contention on a busy CPU
     )
     values.update(overrides)  # may replace data and out_dir too

@@ -128,7 +128,9 @@ def test_gradient_accumulation_matches_full_batch() -> None:
     for rows, accum in ((8, 1), (4, 2), (2, 4)):
         torch.manual_seed(1)  # the same initial weights each time
         model = build_model(config)
-        cfg = TrainConfig(batch_size=rows, grad_accum_steps=accum, warmup_steps=0, progress=False)
+        cfg = TrainConfig(
+            batch_size=rows, grad_accum_steps=accum, warmup_steps=0, bf16=False, compile=False
+        )
         trainer = Trainer(model, Fixed(rows), cfg, "unused")
         trainer._train_step(model)
         results.append(_params(model))

@@ -13,7 +13,6 @@ from attnlab.config import ModelConfig, _check_choice, _check_positive, _check_r
 __all__ = ["RESUME_LOCKED_KEYS", "TrainConfig", "model_keys", "train_keys"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("float32", "bfloat16")
 # keys that must not change when a run is resumed (they define the data and the model)
 RESUME_LOCKED_KEYS = (
     "task",
@@ -48,28 +47,28 @@ class TrainConfig(_JsonConfig):
     task_options: dict[str, Any] = field(default_factory=dict)
     # where, how
     out_dir: str | None = None  # None: runs/<name>, numbered if it holds a run already
-    seed: int = 1337
-    device: str = "auto"  # auto: cuda when available, else cpu
-    precision: str = "float32"  # bfloat16: autocast matrix multiplies to bf16
-    compile: bool = False  # torch.compile the training forward/backward
+    seed: int = 1337  # initial weights, dropout and the order of training windows
+    device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda or mps
+    bf16: bool | None = None  # bf16 autocast; None: on where the device has bf16 units
+    compile: bool | None = None  # torch.compile the forward; None: attnlab.training.speed's choice
     num_threads: int | None = None  # torch.set_num_threads for this run; None: leave as is
     # optimisation
     batch_size: int = 32  # sequences per micro-batch
     grad_accum_steps: int = 1  # micro-batches per optimizer step
-    max_steps: int = 5000
+    max_steps: int = 5000  # optimizer steps (the cosine decay ends here or at max_time)
     max_time: float | None = None  # seconds of training (evaluation and saving excluded)
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak learning rate (AdamW)
     min_lr: float | None = None  # end of the cosine decay; None: lr / 10
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # linear warm-up from lr / warmup_steps to lr
     weight_decay: float = 0.1  # not applied to norms, biases and embeddings
-    beta1: float = 0.9
-    beta2: float = 0.99
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.99  # AdamW second-moment decay
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     # evaluation and logging
     eval_interval: int = 500  # steps between evaluations over the whole validation split
     eval_batch_size: int | None = None  # windows per evaluation batch; None: batch_size
-    log_interval: int = 10
-    progress: bool = True  # a rich progress bar on the terminal
+    log_interval: int = 10  # steps between train lines in metrics.jsonl
+    progress: bool = True  # a rich progress bar (loss, tokens/s, ETA); false: log lines
 
     def __post_init__(self) -> None:
         for key in ("task", "data", "tokenizer", "name"):
@@ -94,7 +93,9 @@ class TrainConfig(_JsonConfig):
         except TypeError as err:
             raise ValueError(f"model: {err}") from None
         _check_choice("device", self.device, DEVICES)
-        _check_choice("precision", self.precision, PRECISIONS)
+        for key in ("bf16", "compile"):
+            if getattr(self, key) not in (None, True, False):
+                raise ValueError(f"{key}={getattr(self, key)!r} must be true, false or null (auto)")
         if self.num_threads is not None:
             _check_positive("num_threads", self.num_threads)
         for key in ("batch_size", "grad_accum_steps", "max_steps", "eval_interval", "log_interval"):

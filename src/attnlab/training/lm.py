@@ -22,7 +22,7 @@ from attnlab.tokenizers import Tokenizer, tokenizer_from_spec
 from attnlab.training.config import TrainConfig
 from attnlab.training.task import TaskSetup, model_device
 
-__all__ = ["LMTask", "build_lm_task"]
+__all__ = ["LMTask", "build_lm_task", "chars_per_token", "evaluate_lm"]
 
 
 class LMTask:
@@ -63,20 +63,33 @@ class LMTask:
         return int((batch["targets"] != IGNORE_INDEX).sum())
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Mean loss over every prediction of the validation split (summed in float64)."""
-        device = model_device(model)
-        total, count = 0.0, 0
-        for inputs, targets in validation_windows(
-            self.splits.val, self.block_size, self.eval_batch_size
-        ):
-            n = int((targets != IGNORE_INDEX).sum())
-            loss = model(input_ids=inputs.to(device), targets=targets.to(device)).loss
-            total += float(loss) * n
-            count += n
-        metrics = {"loss": total / count, "tokens": float(count)}
-        if self.chars_per_token:
-            metrics["bits_per_char"] = metrics["loss"] / math.log(2) / self.chars_per_token
-        return metrics
+        """Mean loss over every prediction of the validation split."""
+        return evaluate_lm(
+            model, self.splits.val, self.block_size, self.eval_batch_size, self.chars_per_token
+        )
+
+
+def evaluate_lm(
+    model: nn.Module,
+    ids: np.ndarray,
+    block_size: int,
+    batch_size: int,
+    chars_per_token: float | None = None,
+) -> dict[str, float]:
+    """Mean next-token loss of ``model`` over every token of ``ids`` but the first, in
+    non-overlapping windows of ``block_size`` (summed in float64): ``loss``, ``tokens`` and,
+    given ``chars_per_token``, ``bits_per_char``. Call it under ``torch.no_grad()``."""
+    device = model_device(model)
+    total, count = 0.0, 0
+    for inputs, targets in validation_windows(ids, block_size, batch_size):
+        n = int((targets != IGNORE_INDEX).sum())
+        loss = model(input_ids=inputs.to(device), targets=targets.to(device)).loss
+        total += float(loss) * n
+        count += n
+    metrics = {"loss": total / count, "tokens": float(count)}
+    if chars_per_token:
+        metrics["bits_per_char"] = metrics["loss"] / math.log(2) / chars_per_token
+    return metrics
 
 
 def chars_per_token(val_ids: np.ndarray, decode) -> float:  # noqa: ANN001 - a decode callable

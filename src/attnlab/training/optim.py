@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "lr_at", "parameter_groups"]
+from attnlab.training.speed import make_adamw
 
-_log = logging.getLogger(__name__)
+__all__ = ["build_optimizer", "lr_at", "parameter_groups"]
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -33,17 +32,15 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    fused: bool = True,
 ) -> torch.optim.AdamW:
-    """AdamW over ``parameter_groups``, fused when this torch and device support it."""
+    """AdamW over ``parameter_groups``, fused when asked and the device supports it."""
     groups = parameter_groups(model, weight_decay)
-    try:
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
-        _log.debug("using fused AdamW")
-    except (RuntimeError, TypeError) as err:
-        _log.debug("fused AdamW unavailable (%s); using the foreach implementation", err)
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas)
-    return optimizer
+    return make_adamw(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
 
 
 def lr_at(step: int, progress: float, lr: float, min_lr: float, warmup_steps: int) -> float:

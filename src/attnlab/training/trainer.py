@@ -15,13 +15,12 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from attnlab.atomic import atomic_write_text
 from attnlab.checkpoint import (
@@ -36,6 +35,13 @@ from attnlab.models import TransformerModel
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.config import TrainConfig
 from attnlab.training.optim import build_optimizer, lr_at
+from attnlab.training.speed import (
+    SpeedSettings,
+    autocast_context,
+    configure_model,
+    maybe_compile,
+    resolve_speed_settings,
+)
 from attnlab.training.task import Task
 
 __all__ = ["METRICS_FILE", "TRAIN_CONFIG_FILE", "TrainResult", "Trainer", "TrainingDivergedError"]
@@ -72,18 +78,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast context of ``precision`` on ``device`` (the one place that picks it)."""
-    if precision == "bfloat16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
-    """``torch.compile(model)`` when enabled (compilation itself happens on the first call)."""
-    return torch.compile(model) if enabled else model
-
-
 class Trainer:
     """Trains ``model`` on ``task`` as ``config`` says, writing to the run folder
     ``out_dir``. Call ``restore()`` to continue from the checkpoint in ``out_dir``."""
@@ -105,8 +99,16 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.tokenizer = tokenizer
         self.target_tokenizer = target_tokenizer
+        self.speed = resolve_speed_settings(
+            SpeedSettings(bf16=config.bf16, compile=config.compile), self.device
+        )
+        configure_model(self.model, self.speed)
         self.optimizer = build_optimizer(
-            self.model, config.lr, config.weight_decay, (config.beta1, config.beta2)
+            self.model,
+            config.lr,
+            config.weight_decay,
+            (config.beta1, config.beta2),
+            fused=bool(self.speed.fused_adamw),
         )
         self.generator = torch.Generator().manual_seed(config.seed)  # data sampling only
         self.step = 0
@@ -198,7 +200,7 @@ class Trainer:
         """The task's metrics over the whole validation split, plus ppl and bits/token."""
         self.model.eval()
         try:
-            with torch.no_grad(), precision_context(self.device, self.config.precision):
+            with torch.no_grad(), self.autocast():
                 metrics = dict(self.task.evaluate(self.model))
         finally:
             self.model.train()
@@ -222,6 +224,10 @@ class Trainer:
         return metrics
 
     # -- the loop ------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of this run (bf16 or none), from ``attnlab.training.speed``."""
+        return autocast_context(self.device, bool(self.speed.bf16))
+
     def _wall(self, wall_start: float) -> float:
         return self.wall_time + time.perf_counter() - wall_start
 
@@ -271,7 +277,7 @@ class Trainer:
             for s, h in previous.items():
                 signal.signal(s, h)
 
-    def _train_step(self, forward: nn.Module) -> tuple[float, int]:
+    def _train_step(self, forward: Callable[..., Any]) -> tuple[float, int]:
         """One optimizer step over ``grad_accum_steps`` micro-batches: (mean loss, tokens)."""
         c = self.config
         lr = lr_at(self.step, self._progress_fraction(), c.lr, c.min_lr, c.warmup_steps)
@@ -281,7 +287,7 @@ class Trainer:
         for _ in range(c.grad_accum_steps):
             batch = {k: v.to(self.device) for k, v in self.task.next_batch(self.generator).items()}
             n_tokens += self.task.count_tokens(batch)
-            with precision_context(self.device, c.precision):
+            with self.autocast():
                 loss = forward(**batch).loss
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -306,7 +312,8 @@ class Trainer:
             torch.set_num_threads(c.num_threads)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out_dir / TRAIN_CONFIG_FILE, c.to_json() + "\n")
-        forward = maybe_compile(self.model, c.compile)
+        _log.debug(self.speed.describe())
+        forward = maybe_compile(self.model, bool(self.speed.compile), self.device)
         self.model.train()
         self._signal = None
         wall_start = time.perf_counter()
@@ -355,6 +362,7 @@ class _ProgressBar:
 
     def __enter__(self) -> _ProgressBar:
         if self.enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(
@@ -362,6 +370,7 @@ class _ProgressBar:
                 BarColumn(),
                 TextColumn("{task.fields[status]}"),
                 TimeElapsedColumn(),
+                console=Console(log_path=False),
             )
             self.progress.start()
             self.task_id = self.progress.add_task("train", total=1.0, status="starting")

@@ -1,0 +1,223 @@
+"""attnlab train: train a model from a preset or YAML config, with --key value overrides."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+HELP = "train a model from a preset or YAML config (default: shakespeare-cpu), or resume a run"
+
+EPILOG = """\
+Every TrainConfig field and every ModelConfig field (flat: --d_model, not --model.d_model)
+can be overridden as --key value; dashes and underscores are the same (--max-time 60).
+Examples:
+  attnlab train                                   # the CPU preset on Tiny Shakespeare, ~2 min
+  attnlab train shakespeare-char --device cuda    # nanoGPT's baby GPT
+  attnlab train --data my_text.txt --max-time 300 # your own text (a .txt file or folder)
+  attnlab train --resume runs/shakespeare-cpu --max-steps 8000
+"""
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """name -> the trailing comment on the field's line in the dataclass source."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    pattern = re.compile(r"^\s+(\w+): [^=]+=[^#]*#\s*(.+)$")
+    return {m.group(1): m.group(2) for line in source.splitlines() if (m := pattern.match(line))}
+
+
+def _converter(annotation: Any):  # noqa: ANN202 - returns an argparse type function
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), annotation) if args else annotation
+
+    def convert(text: str) -> Any:
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if base is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        if base in (int, float):
+            try:
+                return base(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected {base.__name__}, got {text!r}"
+                ) from None
+        return text
+
+    convert.__name__ = getattr(base, "__name__", "value")
+    return convert
+
+
+def _add_fields(group: argparse._ArgumentGroup, keys: dict[str, Any], comments: dict) -> None:
+    for name, annotation in keys.items():
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        kind = annotation if isinstance(annotation, types.UnionType) else annotation.__name__
+        group.add_argument(
+            *flags,
+            dest=f"set_{name}",
+            type=_converter(annotation),
+            default=argparse.SUPPRESS,
+            metavar=str(kind).upper().replace(" ", ""),
+            help=comments.get(name, "").replace("%", "%%"),
+        )
+
+
+def _model_help() -> dict[str, str]:
+    """Help for ModelConfig fields whose source line has no comment."""
+    from attnlab import config as c
+
+    return {
+        "family": f"one of {', '.join(c.FAMILIES)} (task lm trains a decoder)",
+        "d_model": "model width",
+        "n_heads": "attention heads (d_model must be divisible by it)",
+        "n_layers": "blocks (the encoder's, for encoder_decoder)",
+        "n_decoder_layers": "decoder blocks of an encoder_decoder; None: n_layers",
+        "max_seq_len": "longest sequence (positional tables); default block_size",
+        "positional": f"one of {', '.join(c.POSITIONALS)}",
+        "rope_base": "RoPE frequency base",
+        "norm": f"one of {', '.join(c.NORMS)}",
+        "norm_eps": "epsilon of the norms",
+        "norm_placement": f"one of {', '.join(c.NORM_PLACEMENTS)}",
+        "activation": f"feed-forward activation, one of {', '.join(c.ACTIVATIONS)}",
+        "dropout": "dropout on residual branches and embeddings",
+        "attention_dropout": "dropout on attention weights",
+        "bias": "biases in linear layers and norms",
+        "tie_embeddings": "share the token embedding with the output head",
+        "init_std": "std of the normal weight initialisation",
+        "label_smoothing": "label smoothing of the cross-entropy loss",
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from attnlab.config import ModelConfig
+    from attnlab.presets import DEFAULT_PRESET, preset_names
+    from attnlab.training.config import TrainConfig, model_keys, train_keys
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument(
+        "config",
+        nargs="?",
+        help=f"a preset ({', '.join(preset_names())}) or a YAML file; default {DEFAULT_PRESET}"
+        " (with --resume: the run's own config)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR exactly where it stopped (data, tokenizer and "
+        "model must match; budgets and optimisation settings may change)",
+    )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=300,
+        metavar="N",
+        help="after training a language model, print N sampled tokens (default 300; 0: none)",
+    )
+    _add_fields(
+        parser.add_argument_group("training options (TrainConfig)"),
+        train_keys(),
+        _field_comments(TrainConfig),
+    )
+    _add_fields(
+        parser.add_argument_group("model options (ModelConfig)"),
+        model_keys(),
+        {**_model_help(), **_field_comments(ModelConfig)},
+    )
+
+
+def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns TrainConfig
+    """The TrainConfig of the command line: preset or YAML file (or the resumed run's
+    config), then the --key value overrides."""
+    from attnlab.presets import DEFAULT_PRESET, load_preset
+    from attnlab.training import TrainConfig, load_run_config
+    from attnlab.training.config import model_keys
+
+    if args.config is None and args.resume:
+        values = load_run_config(args.resume).to_dict()
+    else:
+        values = load_preset(args.config or DEFAULT_PRESET)
+        if hasattr(args, "set_data") and not hasattr(args, "set_name"):
+            values["name"] = Path(args.set_data).stem or values["name"]  # runs/<your text>
+    values["model"] = dict(values.get("model") or {})
+    model_fields = model_keys()
+    for key, value in vars(args).items():
+        if not key.startswith("set_"):
+            continue
+        name = key.removeprefix("set_")
+        if name in model_fields:
+            values["model"][name] = value
+        else:
+            values[name] = value
+    return TrainConfig.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnlab.training import TrainingDivergedError, new_run, resume_run
+
+    config = build_config(args)
+    trainer = resume_run(args.resume, config) if args.resume else new_run(config)
+    model, task = trainer.model, trainer.task
+    splits = getattr(task, "splits", None)
+    sizes = (
+        "" if splits is None else f" ({len(splits.train):,} train / {len(splits.val):,} val tokens)"
+    )
+    print(
+        f"{'resuming' if args.resume else 'training'} {config.name}: "
+        f"{model.num_parameters():,} parameters on {trainer.device}, data {config.data}{sizes}"
+    )
+    print(f"run folder: {trainer.out_dir}")
+    print(trainer.speed.describe())
+    try:
+        result = trainer.train()
+    except TrainingDivergedError as err:
+        print(f"attnlab train: error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"stopped at step {result.step} ({result.stop_reason}) after "
+        f"{result.train_time:.0f} s of training"
+    )
+    if result.val_metrics is not None:
+        m = result.val_metrics
+        extra = f", bits/char {m['bits_per_char']:.3f}" if "bits_per_char" in m else ""
+        print(f"val loss {m['loss']:.4f}, ppl {m['ppl']:.2f}{extra}")
+    if result.best_val_loss is not None:
+        print(f"best val loss {result.best_val_loss:.4f} (weights in {trainer.out_dir / 'best'})")
+    print(f"checkpoint: {trainer.out_dir}")
+    if result.stop_reason == "interrupted":
+        return 130
+    if args.sample > 0 and config.task == "lm" and trainer.tokenizer is not None:
+        print(f"--- sample ({args.sample} tokens, temperature 0.8, top-k 40) ---")
+        print(sample_text(trainer.model, trainer.tokenizer, args.sample, seed=config.seed))
+    return 0
+
+
+def sample_text(model, tokenizer, n_tokens: int, seed: int = 0, prompt: str = "\n") -> str:  # noqa: ANN001
+    """``n_tokens`` sampled from a decoder LM after ``prompt`` (BOS when the tokenizer cannot
+    encode it), decoded to text."""
+    import torch
+
+    from attnlab.generation import GenerationConfig, generate
+
+    ids = tokenizer.encode(prompt)
+    if not ids or tokenizer.unk_id in ids:
+        ids = [tokenizer.bos_id if tokenizer.bos_id is not None else 0]
+    device = next(model.parameters()).device
+    config = GenerationConfig(
+        max_new_tokens=n_tokens, do_sample=True, temperature=0.8, top_k=40, seed=seed
+    )
+    out = generate(model, torch.tensor([ids], device=device), config)
+    return tokenizer.decode(out[0].tolist())

@@ -1,0 +1,18 @@
+"""Load and save other formats: Hugging Face folders and GGUF files."""
+
+from attnlab.interop.gguf_io import SUPPORTED_TYPES, GGUFContents, dequantize, load_gguf
+from attnlab.interop.hf import load_hf_model, save_hf_model
+from attnlab.interop.pretrained import BUNDLED, LoadedModel, from_pretrained, resolve_name
+
+__all__ = [
+    "BUNDLED",
+    "GGUFContents",
+    "LoadedModel",
+    "SUPPORTED_TYPES",
+    "dequantize",
+    "from_pretrained",
+    "load_gguf",
+    "load_hf_model",
+    "resolve_name",
+    "save_hf_model",
+]

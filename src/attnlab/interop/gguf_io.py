@@ -1,0 +1,265 @@
+"""GGUF files (llama.cpp's format), read with the ``gguf`` package.
+
+Tensors are dequantized to float with vectorised torch code for F32, F16, BF16, Q8_0, Q4_0
+and Q4_1 (block layouts as in ``gguf.quants``); Q5_0, Q5_1 and the K-quants go through
+``gguf.quants.dequantize``. The Llama architecture maps onto attnlab's ``DecoderLM``; its
+query/key rows are stored permuted for llama.cpp's interleaved RoPE and are put back into
+the rotate-half order here. The tokenizer (byte-level BPE) and the chat template come from
+the file's metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType as Q
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, processors
+from torch import Tensor
+
+from attnlab.config import ModelConfig
+from attnlab.interop._build import model_from_state
+from attnlab.interop._tokenizer import Tokenizer
+from attnlab.models import DecoderLM
+
+logger = logging.getLogger(__name__)
+
+_FAST = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1)
+_VIA_GGUF = (Q.Q5_0, Q.Q5_1, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
+SUPPORTED_TYPES = tuple(t.name for t in _FAST + _VIA_GGUF)
+ARCHITECTURES = ("llama",)
+
+
+class _Reader(gguf.GGUFReader):
+    """``GGUFReader`` over a plain ndarray view of its memory map.
+
+    Every slice of an ``np.memmap`` goes through ``memmap.__array_finalize__``; on a file
+    with a 49k-token vocabulary that is most of the time spent reading the metadata.
+    The view still shares the mapped memory.
+    """
+
+    def _get(self, offset, dtype, count=1, override_order=None):  # noqa: ANN001, ANN202
+        if type(self.data) is np.memmap:
+            self.data = self.data.view(np.ndarray)
+        return super()._get(offset, dtype, count, override_order)
+
+
+def open_gguf(path: str | Path) -> gguf.GGUFReader:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such GGUF file: {path}")
+    try:
+        return _Reader(path, "c")  # copy-on-write: writable views without touching the file
+    except ValueError as err:  # also raised for a tensor type the gguf package does not know
+        raise ValueError(f"{path} is not a readable GGUF file: {err}") from err
+
+
+def _scales(blocks: np.ndarray, start: int) -> np.ndarray:
+    """The float16 at bytes ``start:start+2`` of every block, as float32 (N, 1)."""
+    return blocks[:, start : start + 2].view(np.float16).astype(np.float32)
+
+
+def _nibbles(qs: np.ndarray) -> np.ndarray:
+    """(N, 16) packed bytes -> (N, 32) float32: low nibbles are elements 0-15, high 16-31."""
+    out = np.empty((qs.shape[0], 32), dtype=np.float32)
+    np.bitwise_and(qs, 0x0F, out=out[:, :16], casting="unsafe")
+    np.right_shift(qs, 4, out=out[:, 16:], casting="unsafe")
+    return out
+
+
+def dequantize(data: np.ndarray, qtype: Q, shape: tuple[int, ...], name: str = "") -> Tensor:
+    """A GGUF tensor's raw ``data`` -> float32 tensor of ``shape`` (rows, columns order).
+
+    Vectorised numpy over blocks of 32 values:
+    Q8_0 block: float16 scale d, 32 int8 q          -> d * q
+    Q4_0 block: float16 d, 16 bytes of 4-bit q      -> d * (q - 8)
+    Q4_1 block: float16 d, float16 m, 16 bytes of q -> d * q + m
+    """
+    if qtype in _VIA_GGUF:
+        values = gguf.quants.dequantize(data, qtype).astype(np.float32)
+    elif qtype not in _FAST:
+        raise ValueError(
+            f"tensor {name!r} uses GGUF type {getattr(qtype, 'name', qtype)}, which attnlab "
+            f"cannot dequantize; supported: {', '.join(SUPPORTED_TYPES)}"
+        )
+    elif qtype == Q.F32:
+        values = np.array(data, dtype=np.float32)
+    elif qtype == Q.F16:
+        values = data.view(np.float16).astype(np.float32)
+    elif qtype == Q.BF16:  # the high half of a float32
+        values = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    elif qtype == Q.Q8_0:
+        blocks = data.reshape(-1, 34)  # (N, 2 + 32)
+        values = blocks[:, 2:].view(np.int8).astype(np.float32)
+        values *= _scales(blocks, 0)
+    elif qtype == Q.Q4_0:
+        blocks = data.reshape(-1, 18)  # (N, 2 + 16)
+        values = _nibbles(blocks[:, 2:])
+        values -= 8.0
+        values *= _scales(blocks, 0)
+    else:  # Q4_1
+        blocks = data.reshape(-1, 20)  # (N, 2 + 2 + 16)
+        values = _nibbles(blocks[:, 4:])
+        values *= _scales(blocks, 0)
+        values += _scales(blocks, 2)
+    return torch.from_numpy(values).reshape(shape)
+
+
+def _field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
+    field = reader.get_field(key)
+    return default if field is None else field.contents()
+
+
+def _unpermute(w: Tensor, n_heads: int) -> Tensor:
+    """Undo llama.cpp's Q/K row permutation (interleaved RoPE pairs -> rotate-half halves).
+
+    llama.cpp stores, within each head, the rows of dimension pairs (j, j + Dh/2) next to
+    each other; rotate-half wants the first halves of all pairs, then the second halves.
+    """
+    rows = w.shape[0]
+    w = w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:])  # (H, Dh/2, 2, D)
+    return w.transpose(1, 2).reshape(rows, *w.shape[3:])  # (H*Dh, D)
+
+
+def _llama_config(reader: gguf.GGUFReader, names: set[str]) -> ModelConfig:
+    def key(k: str, default: Any = None) -> Any:
+        return _field(reader, f"llama.{k}", default)
+
+    d_model, heads = int(key("embedding_length")), int(key("attention.head_count"))
+    head_dim = int(key("rope.dimension_count", d_model // heads))
+    if head_dim * heads != d_model:
+        raise ValueError(
+            f"llama.rope.dimension_count={head_dim} is not d_model/heads={d_model // heads}; "
+            "partial rotary embeddings are not supported"
+        )
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    vocab = key("vocab_size") or (len(tokens.data) if tokens is not None else None)
+    return ModelConfig(
+        family="decoder",
+        vocab_size=int(vocab),
+        d_model=d_model,
+        n_heads=heads,
+        n_kv_heads=int(key("attention.head_count_kv", heads)),
+        d_ff=int(key("feed_forward_length")),
+        n_layers=int(key("block_count")),
+        max_seq_len=int(key("context_length", 2048)),
+        positional="rope",
+        rope_base=float(key("rope.freq_base", 10000.0)),
+        norm="rmsnorm",
+        norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
+        norm_placement="pre",
+        activation="swiglu",
+        bias=False,
+        tie_embeddings="output.weight" not in names,
+    )
+
+
+def _llama_names(config: ModelConfig) -> dict[str, str]:
+    """attnlab name -> GGUF name (Q, K and V are stacked separately)."""
+    names = {
+        "stack.embeddings.tokens.weight": "token_embd.weight",
+        "stack.final_norm.weight": "output_norm.weight",
+    }
+    if not config.tie_embeddings:
+        names["lm_head.weight"] = "output.weight"
+    for i in range(config.n_layers):
+        ours, theirs = f"stack.blocks.{i}", f"blk.{i}"
+        names[f"{ours}.norm_attn.weight"] = f"{theirs}.attn_norm.weight"
+        names[f"{ours}.self_attn.out_proj.weight"] = f"{theirs}.attn_output.weight"
+        names[f"{ours}.norm_ff.weight"] = f"{theirs}.ffn_norm.weight"
+        names[f"{ours}.feed_forward.gate.weight"] = f"{theirs}.ffn_gate.weight"
+        names[f"{ours}.feed_forward.up.weight"] = f"{theirs}.ffn_up.weight"
+        names[f"{ours}.feed_forward.fc_out.weight"] = f"{theirs}.ffn_down.weight"
+    return names
+
+
+def read_tensor(tensor: Any) -> Tensor:
+    """One ``ReaderTensor`` dequantized to float32, in PyTorch's (rows, columns) order."""
+    shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))  # GGUF lists ne0 first
+    return dequantize(tensor.data, tensor.tensor_type, shape, tensor.name)
+
+
+def _llama_state(
+    reader: gguf.GGUFReader, config: ModelConfig
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    tensors = {t.name: t for t in reader.tensors}
+
+    def get(name: str) -> Tensor:
+        if name not in tensors:
+            raise ValueError(f"GGUF file has no tensor {name!r}")
+        return read_tensor(tensors[name])
+
+    names = _llama_names(config)
+    state = {ours: get(theirs) for ours, theirs in names.items()}
+    for i in range(config.n_layers):
+        q = _unpermute(get(f"blk.{i}.attn_q.weight"), config.n_heads)
+        k = _unpermute(get(f"blk.{i}.attn_k.weight"), config.n_kv_heads)
+        v = get(f"blk.{i}.attn_v.weight")
+        name = f"stack.blocks.{i}.self_attn.in_proj.weight"
+        state[name] = torch.cat((q, k, v), dim=0)  # (H*Dh + 2*Hkv*Dh, D)
+        names[name] = f"blk.{i}.attn_q/attn_k/attn_v.weight"
+    return state, names
+
+
+def gguf_tokenizer(reader: gguf.GGUFReader) -> Tokenizer:
+    """The byte-level BPE tokenizer described by ``tokenizer.ggml.*`` metadata."""
+    kind = _field(reader, "tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise ValueError(f"GGUF tokenizer model {kind!r} is not supported; supported: gpt2")
+    tokens = list(_field(reader, "tokenizer.ggml.tokens"))
+    merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges", [])]
+    types = _field(reader, "tokenizer.ggml.token_type", [])
+    hf = HFTokenizer(
+        models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, ignore_merges=False)
+    )
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if _field(reader, "tokenizer.ggml.pre") == "smollm":
+        # llama.cpp's "smollm" splitter isolates every digit before the GPT-2 regex
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), byte_level]
+        )
+    else:
+        hf.pre_tokenizer = byte_level
+    hf.decoder = decoders.ByteLevel()
+    hf.post_processor = processors.ByteLevel(trim_offsets=False)
+    control = [t for t, kind in zip(tokens, types, strict=False) if kind == 3]  # CONTROL
+    hf.add_special_tokens(control)
+
+    def special(key: str) -> str | None:
+        index = _field(reader, f"tokenizer.ggml.{key}_token_id")
+        return None if index is None else tokens[int(index)]
+
+    return Tokenizer(
+        hf,
+        pad_token=special("padding"),
+        bos_token=special("bos"),
+        eos_token=special("eos"),
+        unk_token=special("unknown"),
+    )
+
+
+@dataclass
+class GGUFContents:
+    model: DecoderLM
+    tokenizer: Tokenizer
+    chat_template: str | None
+
+
+def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> GGUFContents:
+    """A GGUF file as an attnlab ``DecoderLM``, its tokenizer and its chat template."""
+    reader = open_gguf(path)
+    arch = _field(reader, "general.architecture")
+    if arch not in ARCHITECTURES:
+        raise ValueError(
+            f"GGUF architecture {arch!r} is not supported; supported: {', '.join(ARCHITECTURES)}"
+        )
+    config = _llama_config(reader, {t.name for t in reader.tensors})
+    state, names = _llama_state(reader, config)
+    model = model_from_state(config, state, names, dtype=dtype)
+    return GGUFContents(model, gguf_tokenizer(reader), _field(reader, "tokenizer.chat_template"))

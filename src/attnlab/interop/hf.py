@@ -1,0 +1,116 @@
+"""Hugging Face model folders: ``config.json`` plus ``model.safetensors`` (optionally
+sharded with an index) or ``pytorch_model.bin`` (read with ``weights_only=True``), and a
+``tokenizer.json``; read into attnlab models and written back."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer as HFTokenizer
+from torch import Tensor
+
+from attnlab.interop._build import model_from_state
+from attnlab.interop._tokenizer import Tokenizer
+from attnlab.interop.layouts import from_attnlab, layout_for, layout_for_config, to_attnlab
+from attnlab.models import TransformerModel
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def read_weights(folder: Path) -> dict[str, Tensor]:
+    """All tensors of a Hugging Face folder, by checkpoint name."""
+    if (folder / "model.safetensors").is_file():
+        return load_file(folder / "model.safetensors")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        tensors: dict[str, Tensor] = {}
+        for shard in shards:
+            tensors.update(load_file(folder / shard))
+        return tensors
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(
+            folder / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True
+        )
+    raise FileNotFoundError(f"{folder} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def _token(value: Any) -> str | None:
+    """A special token from tokenizer_config.json / special_tokens_map.json (str or dict)."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def read_tokenizer(folder: Path) -> Tokenizer | None:
+    """The folder's ``tokenizer.json`` (padding turned off), with its special tokens."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return None
+    hf = HFTokenizer.from_file(str(path))
+    hf.no_padding()  # e.g. MiniLM's file pads every input to 128 tokens
+    special: dict[str, Any] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            special.update(json.loads((folder / name).read_text(encoding="utf-8")))
+    return Tokenizer(
+        hf,
+        pad_token=_token(special.get("pad_token")),
+        bos_token=_token(special.get("bos_token") or special.get("cls_token")),
+        eos_token=_token(special.get("eos_token") or special.get("sep_token")),
+        unk_token=_token(special.get("unk_token")),
+    )
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_hf_model(
+    folder: str | Path, *, dtype: torch.dtype = torch.float32
+) -> tuple[TransformerModel, Tokenizer | None]:
+    """A Hugging Face BERT, GPT-2 or Llama folder as an attnlab model and tokenizer."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such model folder: {folder}")
+    hf_config = read_config(folder)
+    layout = layout_for(hf_config.get("model_type"))
+    tensors = read_weights(folder)
+    config = layout.to_config(hf_config, set(tensors))
+    state, sources = to_attnlab(layout, config, tensors)
+    model = model_from_state(config, state, sources, dtype=dtype)
+    return model, read_tokenizer(folder)
+
+
+def save_hf_model(
+    model: TransformerModel, folder: str | Path, tokenizer: Tokenizer | None = None
+) -> Path:
+    """Write ``model`` as a Hugging Face folder that ``transformers`` loads with
+    ``AutoModel*.from_pretrained``; raises ValueError when no supported layout fits."""
+    config = model.config
+    layout = layout_for_config(config)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    hf_config = layout.from_config(config)
+    weight = next(model.parameters())
+    hf_config["torch_dtype"] = str(weight.dtype).removeprefix("torch.")
+    if tokenizer is not None:
+        for field in ("pad", "bos", "eos"):
+            token_id = getattr(tokenizer, f"{field}_id", None)
+            if token_id is not None:
+                hf_config[f"{field}_token_id"] = token_id
+        tokenizer.save(folder / "tokenizer.json")
+    (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_file(from_attnlab(layout, config, state), folder / "model.safetensors", {"format": "pt"})
+    return folder

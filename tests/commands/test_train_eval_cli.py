@@ -1,0 +1,149 @@
+"""attnlab train / eval: the command line end to end, overrides, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnlab.cli import build_parser, main
+from attnlab.commands.train import build_config
+from attnlab.presets import load_preset, preset_names
+
+TEXT = "The quick brown fox jumps over the lazy dog; ça va? Ünïcödé ok.\n" * 30
+TINY = [
+    "--d_model", "32", "--n_heads", "2", "--n_layers", "1", "--max_seq_len", "32",
+    "--block_size", "32", "--batch_size", "4", "--eval_interval", "5", "--log_interval", "5",
+    "--progress", "false", "--num_threads", "1", "--bf16", "false", "--compile", "false",
+    "--sample", "20",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def _cli(*args: str, env_cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ATTNLAB_CACHE": str(env_cache)}
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-m", "attnlab.cli", *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_train_then_eval_end_to_end(tmp_path: Path, text_file: Path, capsys) -> None:
+    run = tmp_path / "run"
+    cache = tmp_path / "cache"
+    done = _cli("train", "--data", str(text_file), "--out-dir", str(run), "--max_steps", "10",
+                *TINY, env_cache=cache)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"run folder: {run}" in done.stdout and "val loss" in done.stdout
+    val = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    last_val = [r for r in val if r["split"] == "val"][-1]
+    assert last_val["step"] == 10
+    # eval on the run's validation split reproduces the trainer's last evaluation
+    done = _cli("eval", str(run), "--json", env_cache=cache)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["loss"] == pytest.approx(last_val["loss"], rel=1e-6)
+    assert result["tokens"] == last_val["tokens"]
+    # and another text file is evaluated as a whole
+    other = tmp_path / "other.txt"
+    other.write_text("the lazy dog jumps over the quick brown fox\n" * 3, encoding="utf-8")
+    capsys.readouterr()
+    assert main(["eval", str(run / "best"), "--data", str(other)]) == 0
+    assert f"all of {other}" in capsys.readouterr().out
+    # resume continues the same run to a larger budget
+    assert main(["train", "--resume", str(run), "--max-steps", "15", "--num-threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "stopped at step 15" in out
+
+
+def test_no_arguments_means_the_cpu_preset_on_shakespeare() -> None:
+    args = build_parser().parse_args(["train"])
+    config = build_config(args)
+    preset = load_preset("shakespeare-cpu")
+    assert config.name == "shakespeare-cpu" and config.data == "shakespeare"
+    assert config.model == preset["model"] and config.max_time == preset["max_time"]
+    assert {"shakespeare-char", "shakespeare-cpu"} <= set(preset_names())
+
+
+def test_overrides_dashes_underscores_and_model_keys() -> None:
+    args = build_parser().parse_args(
+        ["train", "shakespeare-char", "--max-time", "7", "--batch_size", "3", "--d-model", "96",
+         "--n_heads", "3", "--dropout", "0", "--min_lr", "none", "--compile", "yes"]
+    )  # fmt: skip
+    config = build_config(args)
+    assert config.max_time == 7.0 and config.batch_size == 3 and config.compile is True
+    assert config.model["d_model"] == 96 and config.model["dropout"] == 0.0
+    assert config.model["n_layers"] == 6  # the preset's value is kept
+    assert config.min_lr == config.lr / 10  # none -> the default
+
+
+def _error(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    return err
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path, text_file: Path, capsys) -> None:
+    run = ["--out_dir", str(tmp_path / "r"), *TINY]
+    err = _error(capsys, "train", "no-such-preset")
+    assert err.startswith("attnlab train: error: unknown preset 'no-such-preset'")
+    err = _error(capsys, "train", "--data", str(tmp_path / "missing.txt"), *run)
+    assert "missing.txt" in err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    assert "empty.txt is empty" in _error(capsys, "train", "--data", str(empty), *run)
+    binary = tmp_path / "latin1.txt"
+    binary.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 20)
+    assert "latin1.txt is not UTF-8" in _error(capsys, "train", "--data", str(binary), *run)
+    short = tmp_path / "short.txt"
+    short.write_text("just a few words here\n", encoding="utf-8")
+    assert "fewer than one context window" in _error(capsys, "train", "--data", str(short), *run)
+    config = tmp_path / "bad.yaml"
+    config.write_text("data: shakespeare\nlearning_rate: 0.1\n", encoding="utf-8")
+    assert "unknown TrainConfig key(s): learning_rate" in _error(capsys, "train", str(config))
+    config.write_text("model:\n  width: 3\n", encoding="utf-8")
+    assert "width" in _error(capsys, "train", str(config))
+    assert "n_heads" in _error(capsys, "train", "--d_model", "30", "--n_heads", "4")
+    err = _error(capsys, "train", "--resume", str(tmp_path / "nothing"))
+    assert "run folder not found" in err and "nothing" in err
+
+
+def test_unknown_flag_is_rejected_by_argparse(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--learning-rate", "0.1"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --learning-rate" in capsys.readouterr().err
+
+
+def test_resume_and_eval_errors(tmp_path: Path, text_file: Path, capsys) -> None:
+    run = tmp_path / "r"
+    common = ["--data", str(text_file), "--out_dir", str(run), *TINY]
+    assert main(["train", *common, "--max_steps", "5"]) == 0
+    capsys.readouterr()
+    err = _error(capsys, "train", "--resume", str(run), "--d_model", "64")
+    assert "cannot resume" in err and "d_model" in err
+    err = _error(capsys, "train", *common, "--max_steps", "5")
+    assert "already holds a training run" in err
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    err = _error(capsys, "eval", str(run))
+    assert "model.safetensors" in err and err.startswith("attnlab eval: error:")
+    assert (run / "best" / "model.safetensors").exists()  # the best checkpoint is untouched
+    assert main(["eval", str(run / "best")]) == 0

@@ -1,0 +1,7 @@
+import pytest
+from inspect_helpers import CharTokenizer
+
+
+@pytest.fixture
+def tokenizer() -> CharTokenizer:
+    return CharTokenizer()

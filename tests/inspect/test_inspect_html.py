@@ -1,0 +1,125 @@
+"""The HTML page: self-contained (no external requests), carries the tokens and the weights,
+and its script shows the right weights on hover (run in Node with a fake DOM when Node is
+installed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from inspect_helpers import tiny
+
+from attnlab.inspect import AttentionMap, attention_maps
+from attnlab.inspect.html import DATA_ID, attention_html, write_attention_html
+
+HARNESS = Path(__file__).with_name("html_harness.js")
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.data: dict[str, str] = {}
+        self._current: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._current = dict(attrs).get("id") if tag == "script" else None
+
+    def handle_data(self, data):
+        if self._current:
+            self.data[self._current] = self.data.get(self._current, "") + data
+
+    def handle_endtag(self, tag):
+        self._current = None
+
+
+def _parse(page: str) -> _Collector:
+    parser = _Collector()
+    parser.feed(page)
+    return parser
+
+
+def _assert_offline(page: str) -> None:
+    parser = _parse(page)
+    for tag, attrs in parser.tags:
+        assert tag not in ("link", "iframe", "img", "object", "embed"), tag
+        assert not (tag == "script" and "src" in attrs), attrs
+        for name, value in attrs.items():
+            assert "://" not in (value or ""), (tag, name, value)
+    for needle in ("http://", "https://", "url(", "@import", "fetch(", "XMLHttpRequest"):
+        assert needle not in page
+
+
+def test_page_is_self_contained_and_carries_tokens_and_weights(tmp_path, tokenizer) -> None:
+    maps = attention_maps(tiny("decoder", n_kv_heads=2), tokenizer, 'a <b> & "c"')
+    path = write_attention_html(list(maps.values()), tmp_path / "a.html", title="tiny <gpt>")
+    page = path.read_text(encoding="utf-8")
+    _assert_offline(page)
+    parser = _parse(page)
+    assert [t for t, a in parser.tags if t == "script"] == ["script", "script"]
+    data = json.loads(parser.data[DATA_ID])
+    (entry,) = data["maps"]
+    amap = maps["self"]
+    assert (
+        entry["query_tokens"]
+        == amap.query_tokens
+        == ["a", "␣", "<", "b", ">", "␣", "&", "␣", '"', "c", '"']
+    )
+    weights = torch.tensor(entry["weights"])
+    assert weights.shape == amap.weights.shape == (2, 4, 11, 11)
+    torch.testing.assert_close(weights, amap.weights, atol=5.1e-5, rtol=0)
+    assert "<title>tiny &lt;gpt&gt;</title>" in page
+
+
+def test_a_token_cannot_break_out_of_the_script() -> None:
+    evil = "</script><script>alert(1)</script>"
+    amap = AttentionMap("self", [evil, "b"], [evil, "b"], torch.tensor([[[[1.0, 0], [0.5, 0.5]]]]))
+    page = attention_html([amap])
+    parser = _parse(page)
+    assert sum(1 for t, _ in parser.tags if t == "script") == 2
+    assert json.loads(parser.data[DATA_ID])["maps"][0]["query_tokens"] == [evil, "b"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
+def test_hover_shows_the_weights_of_the_chosen_layer_and_head(tmp_path, tokenizer) -> None:
+    maps = attention_maps(
+        tiny("encoder_decoder", n_decoder_layers=3), tokenizer, source="ein hund", target="a dog"
+    )
+    path = write_attention_html(list(maps.values()), tmp_path / "ed.html")
+    actions = [
+        {"kind": 0, "layer": 1, "head": 2, "hover": "query", "index": 3},  # encoder
+        {"kind": 1, "layer": 2, "head": 0, "hover": "query", "index": 4},  # decoder
+        {"kind": 2, "layer": 0, "head": 3, "hover": "key", "index": 1},  # cross, a key token
+        {"kind": 2, "layer": 1, "head": -1, "hover": "query", "index": 2},  # mean of heads
+    ]
+    out = subprocess.run(
+        ["node", str(HARNESS), str(path), json.dumps(actions)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    kinds = ["encoder", "decoder", "cross"]
+    for action, result in zip(actions, results, strict=True):
+        amap = maps[kinds[action["kind"]]]
+        assert result["query_tokens"] == amap.query_tokens
+        assert result["key_tokens"] == amap.key_tokens
+        layer = amap.weights[action["layer"]].double().round(decimals=4)  # (H, Tq, Tk)
+        matrix = layer.mean(0) if action["head"] < 0 else layer[action["head"]]
+        values = (
+            matrix[action["index"]] if action["hover"] == "query" else matrix[:, action["index"]]
+        )
+        assert [float(t) for t in result["titles"]] == pytest.approx(values.tolist(), abs=1e-4)
+        # the strongest one is painted fully, the rest in proportion
+        assert max(result["alphas"]) == pytest.approx(1.0, abs=1e-3)
+        assert not result["kind_box_hidden"]
+    assert results[0]["detail"].startswith(
+        json.dumps(maps["encoder"].query_tokens[3], ensure_ascii=False)
+    )
