@@ -163,7 +163,15 @@ def build_classification(
         from attnlab import from_pretrained
 
         loaded = from_pretrained(init_from)
-        tokenizer = tokenizer or loaded.tokenizer
+        if tokenizer is None:  # the project's Tokenizer class over the same pipeline
+            pretrained = loaded.tokenizer
+            tokenizer = Tokenizer(
+                pretrained.hf,
+                **{
+                    f"{role}_token": getattr(pretrained, f"{role}_token", "auto")
+                    for role in ("pad", "bos", "eos", "unk")
+                },
+            )
         model = with_classifier_head(
             loaded.model,
             train.label_names,
