@@ -7,11 +7,12 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+import torch
 from inspect_helpers import CharTokenizer, assert_picture, labels, tiny
 from test_inspect_curves import write_metrics
 
 from attnlab.cli import main
-from attnlab.inspect import loading
+from attnlab.inspect import attention_maps, loading
 from attnlab.inspect.html import DATA_ID
 from attnlab.inspect.plotting import attention_figsize
 
@@ -44,7 +45,7 @@ def test_attention_png_grid(tmp_path, models, name, capsys) -> None:
     n = 9 if name == "bert" else 7  # an encoder adds BOS ... EOS
     width, height = attention_figsize(2, 4, n, n)
     assert_picture(out, width * DPI, height * DPI)
-    assert f"self: 2 layer(s) x 4 head(s), {n} x {n} tokens" in capsys.readouterr().out
+    assert f"self-attention: 2 layer(s) x 4 head(s), {n} x {n} tokens" in capsys.readouterr().out
 
 
 def test_attention_one_layer_and_head(tmp_path, models) -> None:
@@ -62,7 +63,7 @@ def test_attention_encoder_decoder_png(tmp_path, models, capsys) -> None:
     sizes = [attention_figsize(1, 4, *n) for n in ((9, 9), (6, 6), (6, 9))]
     assert_picture(out, max(w for w, _ in sizes) * DPI, sum(h for _, h in sizes) * DPI)
     printed = capsys.readouterr().out
-    assert "cross: 1 layer(s) x 4 head(s), 6 x 9 tokens" in printed
+    assert "cross-attention (target -> source): 1 layer(s) x 4 head(s), 6 x 9 tokens" in printed
 
 
 def test_attention_html(tmp_path, models) -> None:
@@ -146,3 +147,30 @@ def test_positions_verb(tmp_path, models, capsys, argv, summary) -> None:
     assert summary in capsys.readouterr().out
     pixels = __import__("inspect_helpers").read_png(out)
     assert pixels[..., :3].var() > 0 and pixels.shape[0] > 100
+
+
+def test_several_texts_run_as_one_padded_batch(tmp_path, models, capsys) -> None:
+    out = tmp_path / "two.html"
+    argv = ["attention", "gqa", "--text", "the cat sat", "--text", "a dog", "--layer", "1"]
+    assert main([*argv, "--html", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "text 1: self-attention: 1 layer(s) x 4 head(s), 11 x 11 tokens" in printed
+    assert "text 2: self-attention: 1 layer(s) x 4 head(s), 5 x 5 tokens" in printed
+    page = out.read_text(encoding="utf-8")
+    data = json.loads(page.split(f'id="{DATA_ID}">')[1].split("</script>")[0])
+    assert [m["title"] for m in data["maps"]] == [
+        "text 1: self-attention",
+        "text 2: self-attention",
+    ]
+    # the short text's map has no padding rows or columns, and equals the text run alone
+    short = data["maps"][1]
+    assert short["query_tokens"] == labels("a dog")
+    model = models["gqa"]()
+    alone = attention_maps(model, CharTokenizer(), "a dog")["self"].weights[1]
+    torch.testing.assert_close(torch.tensor(short["weights"][0]), alone, atol=5.1e-5, rtol=0)
+    # several source/target pairs for an encoder-decoder; counts must match
+    png = tmp_path / "pairs.png"
+    pairs = ["--source", "ein hund", "--target", "a dog", "--source", "eine katze", "--target", "a"]
+    assert main(["attention", "t5", *pairs, "--out", str(png), "--dpi", str(DPI)]) == 0
+    assert main(["attention", "t5", *pairs, "--source", "x", "--out", str(png)]) == 1
+    assert "as many targets as sources" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def test_attention_on_a_run_folder(run_dir, tmp_path, folder, capsys) -> None:
     out = tmp_path / "a.png"
     model = str(run_dir / folder)
     assert main(["attention", model, "--text", "to be", "--out", str(out), "--dpi", "30"]) == 0
-    assert "self: 2 layer(s) x 2 head(s), 5 x 5 tokens" in capsys.readouterr().out
+    assert "self-attention: 2 layer(s) x 2 head(s), 5 x 5 tokens" in capsys.readouterr().out
     width, height = attention_figsize(2, 2, 5, 5)
     assert_picture(out, width * 30, height * 30)
     # --special-tokens yes wraps the text in the char tokenizer's <|bos|> ... <|eos|>

@@ -25,6 +25,13 @@ from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
+KIND_TITLES = {
+    "self": "self-attention",
+    "encoder": "encoder self-attention",
+    "decoder": "decoder self-attention",
+    "cross": "cross-attention (target -> source)",
+}
+
 # how byte-level / sentencepiece tokenizers spell spaces and newlines in their vocabularies
 _DISPLAY = {"\u0120": " ", "\u2581": " ", "\u010a": "\\n", "\n": "\\n", "\t": "\\t"}
 
@@ -52,12 +59,19 @@ class AttentionMap:
     weights: Tensor  # (L, H, Tq, Tk), float32 on the CPU
     layer_ids: list[int] | None = None  # the model's layer number of each row (None: 0..L-1)
     head_ids: list[int] | None = None  # the model's head number of each column (None: 0..H-1)
+    label: str = ""  # names the text when several are shown, e.g. "text 2"
 
     def __post_init__(self) -> None:
         if self.layer_ids is None:
             self.layer_ids = list(range(self.weights.shape[0]))
         if self.head_ids is None:
             self.head_ids = list(range(self.weights.shape[1]))
+
+    @property
+    def title(self) -> str:
+        """E.g. "decoder self-attention", prefixed by the label when there is one."""
+        kind = KIND_TITLES.get(self.kind, self.kind)
+        return f"{self.label}: {kind}" if self.label else kind
 
     @property
     def n_layers(self) -> int:
@@ -76,7 +90,9 @@ class AttentionMap:
         if head is not None:
             _check_index("head", head, self.n_heads)
             weights, heads = weights[:, head : head + 1], [heads[head]]  # (L', 1, Tq, Tk)
-        return AttentionMap(self.kind, self.query_tokens, self.key_tokens, weights, layers, heads)
+        return AttentionMap(
+            self.kind, self.query_tokens, self.key_tokens, weights, layers, heads, self.label
+        )
 
 
 def _check_index(name: str, value: int, size: int) -> None:

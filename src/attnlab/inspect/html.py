@@ -116,13 +116,6 @@ _SCRIPT = """
 })();
 """
 
-_TITLES = {
-    "self": "self-attention",
-    "encoder": "encoder self-attention",
-    "decoder": "decoder self-attention",
-    "cross": "cross-attention (target -> source)",
-}
-
 
 def _json_for_script(value: object) -> str:
     """JSON that cannot close the <script> element it sits in."""
@@ -138,7 +131,7 @@ def attention_page_data(maps: Sequence[AttentionMap]) -> dict:
         "maps": [
             {
                 "kind": m.kind,
-                "title": _TITLES.get(m.kind, m.kind),
+                "title": m.title,
                 "query_tokens": list(m.query_tokens),
                 "key_tokens": list(m.key_tokens),
                 "layer_ids": list(m.layer_ids),
