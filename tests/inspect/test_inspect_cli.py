@@ -137,7 +137,8 @@ def test_plot_verb(tmp_path, capsys) -> None:
         (["--kind", "alibi", "--heads", "4"], "ALiBi bias for 4 heads over 32 positions"),
         (["bert", "--kind", "alibi"], "ALiBi bias for 4 heads over 40 positions"),
         (["--kind", "rope", "--positions", "100"], "offsets 0..100 (head_dim 64"),
-        (["gqa", "--kind", "rope"], "offsets 0..40 (head_dim 8"),
+        (["gqa", "--kind", "rope"], "offsets 0..40 (head_dim 8, base 10000)"),
+        (["--kind", "rope", "--head-dim", "16", "--base", "500"], "(head_dim 16, base 500)"),
         (["gpt", "--kind", "learned"], "learned positions: 40 x 40 similarity"),
     ],
 )
