@@ -9,7 +9,17 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from attnlab import __version__
-from attnlab.commands import attention, classify, info, plot, positions, train, translate
+from attnlab.commands import (
+    attention,
+    chat,
+    classify,
+    embed,
+    info,
+    plot,
+    positions,
+    train,
+    translate,
+)
 from attnlab.commands import eval as eval_
 from attnlab.commands import generate as generate_
 
@@ -24,6 +34,8 @@ VERBS: dict[str, ModuleType] = {
     "attention": attention,
     "plot": plot,
     "positions": positions,
+    "chat": chat,
+    "embed": embed,
 }
 
 
