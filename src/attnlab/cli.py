@@ -22,6 +22,7 @@ from attnlab.commands import (
     translate,
 )
 from attnlab.commands import eval as eval_
+from attnlab.commands import generate as generate_
 
 # verb name -> module with HELP, add_arguments(parser) and run(args)
 VERBS: dict[str, ModuleType] = {
@@ -29,6 +30,7 @@ VERBS: dict[str, ModuleType] = {
     "train": train,
     "eval": eval_,
     "translate": translate,
+    "generate": generate_,
     "classify": classify,
     "attention": attention,
     "plot": plot,

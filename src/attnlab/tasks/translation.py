@@ -26,6 +26,7 @@ from attnlab.data.bucketing import (
 )
 from attnlab.data.parallel import ParallelCorpus
 from attnlab.evaluation.metrics import bleu, chrf
+from attnlab.tasks.classification import _encode_all
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def encode_source(tokenizer, texts: Sequence[str], max_len: int) -> list[list[in
     """Source token ids ending in EOS, cut to ``max_len`` (EOS kept)."""
     eos = tokenizer.eos_id
     out = []
-    for ids in tokenizer.encode_batch(list(texts)):
+    for ids in _encode_all(tokenizer, texts, add_special_tokens=False):
         out.append([*ids[: max_len - 1], eos])
     return out
 
@@ -83,8 +84,8 @@ class TranslationTask:
         self._sampler = LengthBucketSampler(lengths, self.max_tokens)
 
     def _encode(self, corpus: ParallelCorpus, *, drop_long: bool) -> list:
-        src = [[*ids, self.eos_id] for ids in self.tokenizer.encode_batch(corpus.source)]
-        tgt = self.tokenizer.encode_batch(corpus.target)
+        src = [[*ids, self.eos_id] for ids in _encode_all(self.tokenizer, corpus.source, False)]
+        tgt = _encode_all(self.tokenizer, corpus.target, False)
         pairs, dropped = [], 0
         for s, t in zip(src, tgt, strict=True):
             if len(s) > self.max_len or len(t) + 1 > self.max_len:
