@@ -7,8 +7,9 @@ Both load the same .gguf file (dequantized to float32); load time includes the t
 Decoding: the prompt through the chat template, greedy, KV cache, batch 1, exactly
 --new-tokens tokens (end-of-text suppressed in both, as transformers' min_new_tokens
 does), timed from the prompt to the last new token (prefill included), best of --rounds.
-The float32 tokens are checked to be identical. attnlab is also timed in bfloat16
-(weights and cache). Last line: one JSON object.
+The float32 tokens are checked to be identical. attnlab float32 is timed as loaded
+("rows") and after ``prepare_for_decoding`` (weights stored column-major, as ``attnlab
+chat`` uses them), and in bfloat16 (weights and cache). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     import attnlab
-    from attnlab.interop import resolve_name
+    from attnlab.interop import prepare_for_decoding, resolve_name
 
     path = resolve_name("smollm2")
     start = time.perf_counter()
@@ -82,7 +83,11 @@ def main() -> None:
         return _attnlab_decode(loaded.model, ids, n)
 
     _attnlab_decode(loaded.model, ids, 4)  # warm-up
+    rows_s, rows_tokens = _best(ours, args.rounds)
+    prepare_for_decoding(loaded.model)
+    _attnlab_decode(loaded.model, ids, 4)
     attnlab_s, attnlab_tokens = _best(ours, args.rounds)
+    assert attnlab_tokens == rows_tokens
 
     start = time.perf_counter()
     bf16 = attnlab.from_pretrained(path, dtype=torch.bfloat16)
@@ -106,6 +111,7 @@ def main() -> None:
         hf_s, hf_tokens = _best(lambda: _hf_decode(hf, ids, n), args.rounds)
 
     rows = [
+        ("attnlab float32 rows", attnlab_load, n / rows_s),
         ("attnlab float32", attnlab_load, n / attnlab_s),
         ("attnlab bfloat16", bf16_load, n / bf16_s),
         ("transformers float32", hf_load, n / hf_s),
@@ -114,9 +120,9 @@ def main() -> None:
         f"SmolLM2-135M-Instruct Q4_1 GGUF, greedy, batch 1, {ids.shape[1]}-token prompt, "
         f"{n} new tokens, {torch.get_num_threads()} threads"
     )
-    print(f"{'':<22}{'load s':>10}{'tokens/s':>12}")
+    print(f"{'':<26}{'load s':>10}{'tokens/s':>12}")
     for name, load, speed in rows:
-        print(f"{name:<22}{load:>10.2f}{speed:>12.2f}")
+        print(f"{name:<26}{load:>10.2f}{speed:>12.2f}")
     same = attnlab_tokens == hf_tokens if hf_tokens else None
     agree = sum(1 for a, b in zip(bf16_tokens, attnlab_tokens, strict=True) if a == b)
     print(f"same tokens as transformers (float32): {same}; bfloat16 agrees on {agree}/{n}")
@@ -124,6 +130,7 @@ def main() -> None:
     result = {
         "attnlab_tok_s": round(n / attnlab_s, 2),
         "attnlab_bf16_tok_s": round(n / bf16_s, 2),
+        "attnlab_rows_tok_s": round(n / rows_s, 2),
         "hf_tok_s": round(n / hf_s, 2),
         "speedup": round(best / (n / hf_s), 2),
         "speedup_float32": round(hf_s / attnlab_s, 2),
