@@ -6,6 +6,10 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from attnlab.training import TrainConfig
 
 HELP = "validation loss, perplexity and bits per token/character of a language model"
 
@@ -34,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
 
 
-def _run_config(folder: Path):  # noqa: ANN202 - TrainConfig or None
+def _run_config(folder: Path) -> TrainConfig | None:
     from attnlab.training import TRAIN_CONFIG_FILE, load_run_config
 
     for candidate in (folder, folder.parent):
