@@ -208,3 +208,12 @@ def test_from_pretrained_reads_an_attnlab_model_folder(tmp_path: Path) -> None:
     assert loaded.tokenizer.encode("hello") == tokenizer.encode("hello")
     for name, value in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], value), name
+
+
+def test_export_cli_writes_a_folder_transformers_loads(tmp_path: Path) -> None:
+    from attnlab import cli
+
+    ref = _gpt2(tmp_path / "src")
+    assert cli.main(["export", str(tmp_path / "src"), str(tmp_path / "out")]) == 0
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    _assert_same_logits(again, ref)
