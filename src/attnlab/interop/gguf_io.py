@@ -25,8 +25,8 @@ from torch import Tensor
 
 from attnlab.config import ModelConfig
 from attnlab.interop._build import model_from_state
-from attnlab.interop._tokenizer import Tokenizer
 from attnlab.models import DecoderLM
+from attnlab.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
