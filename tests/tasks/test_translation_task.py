@@ -61,6 +61,8 @@ def reverse_config(data, out_dir, tokenizer, **overrides) -> TrainConfig:
             source_lang="src", target_lang="tgt", max_tokens=512, bleu_sentences=None
         ),
         device="cpu",
+        compile=False,  # variable-length batches
+        bf16=False,
         num_threads=1,  # tiny matrices: one thread is fastest, above all on a busy machine
         max_steps=300,
         warmup_steps=20,
