@@ -71,3 +71,16 @@ def test_not_a_gguf_file(tmp_path: Path) -> None:
     (tmp_path / "x.gguf").write_bytes(b"not a gguf file at all")
     with pytest.raises(ValueError, match="not a readable GGUF file"):
         from_pretrained(tmp_path / "x.gguf")
+
+
+def test_chat_template_is_rendered_and_errors_are_value_errors() -> None:
+    from attnlab.interop.chat import render_chat
+
+    template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    text = render_chat(template, [{"role": "user", "content": "hi"}])
+    assert text == "<user>hi\n<assistant>"
+    with pytest.raises(ValueError, match="chat template failed: no system"):
+        render_chat("{{ raise_exception('no system') }}", [])
