@@ -9,7 +9,9 @@ Decoding: the prompt through the chat template, greedy, KV cache, batch 1, exact
 does), timed from the prompt to the last new token (prefill included), best of --rounds.
 The float32 tokens are checked to be identical. attnlab float32 is timed as loaded
 ("rows") and after ``prepare_for_decoding`` (weights stored column-major, as ``attnlab
-chat`` uses them), and in bfloat16 (weights and cache). Last line: one JSON object.
+chat`` uses them), and in bfloat16 (weights and cache). With transformers, also the
+framework overhead per token: the same architecture at width 72, random weights shared
+by both. Last line: one JSON object.
 """
 
 from __future__ import annotations
