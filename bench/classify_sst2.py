@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["scratch", "minilm"], default=None)
     parser.add_argument("--smoke", action="store_true", help="a tiny scratch model (CPU check)")
     parser.add_argument("--set", nargs="*", default=[], help="overrides for both presets")
+    parser.add_argument(
+        "--minilm-from", default=None, help="a MiniLM folder to fine-tune (default: bundled)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -53,6 +56,8 @@ def main() -> None:
             continue
         out_dir = Path(f"runs/bench-{preset}-{stamp}")
         extra = SMOKE if (args.smoke and label == "scratch") else []
+        if label == "minilm" and args.minilm_from:
+            extra = [f"task_options.init_from={args.minilm_from}"]
         trained = train_preset(preset, out_dir, minutes, args.device, [*extra, *args.set])
         trainer, result = trained["trainer"], trained["result"]
         best = load_pretrained(out_dir / "best").model.to(trainer.device)

@@ -208,7 +208,9 @@ def build_runner(kind: str, shape: dict[str, int], device: torch.device, seed: i
     raise ValueError(f"unknown configuration {kind!r}")
 
 
-def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, size: int = 1024) -> float:
+def matmul_peak_gflops(
+    dtype: torch.dtype, device: torch.device, size: int = 1024, clock: Any = time.perf_counter
+) -> float:
     """Best-of-N GFLOP/s of a size x size matmul in ``dtype`` (the bench's own peak)."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(device, dtype)
@@ -219,11 +221,11 @@ def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, size: int = 102
         a @ b
     for _ in range(5):
         sync(device)
-        start = time.perf_counter()
+        start = clock()
         for _ in range(reps // 5):
             a @ b
         sync(device)
-        best = min(best, (time.perf_counter() - start) / (reps // 5))
+        best = min(best, (clock() - start) / (reps // 5))
     return 2 * size**3 / best / 1e9
 
 
@@ -305,6 +307,8 @@ def measure_memory(kind: str, shape_name: str, args: argparse.Namespace) -> floa
         "--threads",
         str(args.threads),
     ]
+    if args.batch is not None:
+        cmd += ["--batch", str(args.batch)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     if done.returncode != 0:
         print(f"memory probe {kind} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -340,8 +344,9 @@ def bench_shape(
     runners = [build_runner(k, shape, device, args.seed) for k in kinds]
     for runner in runners:
         print(f"  {runner.name}: {runner.describe}")
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    samples = time_runners(runners, batches, device, args.warmup, args.reps, args.steps, clock)
+    samples = time_runners(
+        runners, batches, device, args.warmup, args.reps, args.steps, args.clock_fn
+    )
     for runner in runners:
         forward = getattr(runner, "forward", None)
         if forward is not None and not forward.compiled and forward.reason != "turned off":
@@ -402,6 +407,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--shape", nargs="+", default=None, choices=list(SHAPES))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
+    parser.add_argument("--batch", type=int, default=None, help="override the shape's batch")
     parser.add_argument("--warmup", type=int, default=None, help="steps per config")
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions")
     parser.add_argument("--steps", type=int, default=None, help="steps per repetition")
@@ -428,6 +434,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--device cuda: no CUDA device is available")
     torch.set_num_threads(args.threads)
     shapes = args.shape or (["a", "b"] if device.type == "cpu" else ["gpt2"])
+    if args.batch is not None:
+        for name in shapes:
+            SHAPES[name] = {**SHAPES[name], "batch": args.batch}
 
     if args.memory_probe:
         result = memory_probe(args.memory_probe, shapes[0], device, steps=5)
@@ -444,12 +453,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.reps = args.reps or (7 if cpu else 5)
     args.steps = args.steps or (10 if cpu and not big else 3 if cpu else 10)
 
+    args.clock_fn = time.process_time if args.clock == "cpu" else time.perf_counter
     peaks = {
-        "float32": matmul_peak_gflops(torch.float32, device),
-        "bfloat16": matmul_peak_gflops(torch.bfloat16, device),
+        "float32": matmul_peak_gflops(torch.float32, device, clock=args.clock_fn),
+        "bfloat16": matmul_peak_gflops(torch.bfloat16, device, clock=args.clock_fn),
     }
     print(
-        f"device {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"device {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.clock} clock; "
         f"1024x1024 matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, "
         f"bf16 {peaks['bfloat16']:.0f} GFLOP/s"
     )

@@ -14,6 +14,7 @@ from attnlab.commands import (
     chat,
     classify,
     embed,
+    export,
     info,
     plot,
     positions,
@@ -36,6 +37,7 @@ VERBS: dict[str, ModuleType] = {
     "positions": positions,
     "chat": chat,
     "embed": embed,
+    "export": export,
 }
 
 

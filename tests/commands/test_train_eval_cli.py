@@ -147,3 +147,16 @@ def test_resume_and_eval_errors(tmp_path: Path, text_file: Path, capsys) -> None
     assert "model.safetensors" in err and err.startswith("attnlab eval: error:")
     assert (run / "best" / "model.safetensors").exists()  # the best checkpoint is untouched
     assert main(["eval", str(run / "best")]) == 0
+
+
+def test_nan_loss_is_a_one_line_error(tmp_path: Path, text_file: Path, capsys) -> None:
+    """A learning rate of 1e30 breaks the model at its first update: the next loss is NaN.
+    (That the last good checkpoint survives is tested in tests/training.)"""
+    run = tmp_path / "r"
+    argv = ["train", "--data", str(text_file), "--out_dir", str(run), *TINY, "--max_steps", "6"]
+    argv += ["--eval_interval", "100", "--lr", "1e30", "--min_lr", "0", "--warmup_steps", "0"]
+    err = _error(capsys, *argv, "--grad_clip", "0")
+    assert err == (
+        "attnlab train: error: loss is nan at step 2; training stopped, no checkpoint was saved yet"
+    )
+    assert not (run / "model.safetensors").exists()

@@ -15,6 +15,7 @@ pytest.importorskip("gguf")
 
 import attnlab  # noqa: E402
 from attnlab import cli  # noqa: E402
+from attnlab.generation import GenerationConfig, generate  # noqa: E402
 from attnlab.interop import resolve_name  # noqa: E402
 from attnlab.interop.chat import ChatSession  # noqa: E402
 from attnlab.interop.sentences import batch_encode, embed_sentences  # noqa: E402
@@ -152,23 +153,18 @@ def test_smollm2_tokenizer_matches_transformers(smollm2) -> None:  # noqa: ANN00
 
 @torch.no_grad()
 def test_smollm2_greedy_same_with_and_without_cache(smollm2) -> None:  # noqa: ANN001
-    """32 greedy tokens per prompt (left-padded batch) decoded one at a time with the KV
-    cache; then one uncached forward pass over prompt + continuation must pick exactly the
-    same token at every step. Causality makes that one pass equal to 32 uncached greedy
+    """32 greedy tokens per prompt (left-padded batch) from ``attnlab.generation.generate``
+    (KV cache); then one uncached forward pass over prompt + continuation must pick exactly
+    the same token at every step. Causality makes that one pass equal to 32 uncached greedy
     steps: its logits at position t see only the tokens up to t."""
     loaded, _ = smollm2
     model = loaded.model
     ids, mask = _batch(loaded.tokenizer, PROMPTS, left=True)
     steps = 32
-    cache = model.new_cache(ids.shape[0], ids.shape[1] + steps)
-    step_ids, new = ids, []
-    for _ in range(steps):
-        logits = model(step_ids, attention_mask=mask, cache=cache).logits[:, -1]
-        step_ids = logits.argmax(-1, keepdim=True)  # (B, 1)
-        new.append(step_ids)
-        mask = torch.cat((mask, torch.ones_like(step_ids)), dim=1)
-    cached = torch.cat(new, dim=1)  # (B, 32)
-    full = torch.cat((ids, cached), dim=1)
+    full = generate(model, ids, GenerationConfig(max_new_tokens=steps), attention_mask=mask)
+    cached = full[:, ids.shape[1] :]  # (B, 32)
+    assert cached.shape == (len(PROMPTS), steps)
+    mask = torch.cat((mask, torch.ones_like(cached)), dim=1)
     uncached = model(full, attention_mask=mask).logits[:, ids.shape[1] - 1 : -1].argmax(-1)
     assert torch.equal(cached, uncached)
     assert "Paris" in loaded.tokenizer.decode(cached[0].tolist())
@@ -176,7 +172,10 @@ def test_smollm2_greedy_same_with_and_without_cache(smollm2) -> None:  # noqa: A
 
 def test_smollm2_chat_answers_paris_and_keeps_the_conversation(smollm2) -> None:  # noqa: ANN001
     loaded, _ = smollm2
-    session = ChatSession(loaded.model, loaded.tokenizer, loaded.chat_template, max_new_tokens=24)
+    generation = GenerationConfig(max_new_tokens=24)
+    session = ChatSession(
+        loaded.model, loaded.tokenizer, loaded.chat_template, generation=generation
+    )
     answer = session.ask("What is the capital of France?")
     assert "Paris" in answer
     prompt = loaded.tokenizer.decode(session.prompt_ids(), skip_special_tokens=False)

@@ -60,6 +60,8 @@ def trained_run(request, tmp_path_factory):
             dropout=0.0,
         ),
         device="cpu",
+        compile=False,  # variable-length batches
+        bf16=False,
         num_threads=1,
         batch_size=32,
         max_steps=150,

@@ -61,6 +61,8 @@ def reverse_config(data, out_dir, tokenizer, **overrides) -> TrainConfig:
             source_lang="src", target_lang="tgt", max_tokens=512, bleu_sentences=None
         ),
         device="cpu",
+        compile=False,  # variable-length batches
+        bf16=False,
         num_threads=1,  # tiny matrices: one thread is fastest, above all on a busy machine
         max_steps=300,
         warmup_steps=20,
@@ -124,23 +126,31 @@ def test_teacher_forcing_batches(trained) -> None:
 
 
 def test_validation_loss_covers_every_pair(trained) -> None:
-    """evaluate()'s loss equals the token-weighted mean loss of each pair scored alone."""
+    """evaluate()'s loss equals the token-weighted mean of the model's own (label-smoothed)
+    loss on each pair alone; nll is the same without smoothing."""
     trainer, _, _ = trained
     model, task = trainer.model.eval(), trainer.task
-    total = count = 0.0
-    with torch.no_grad():
-        for i in range(len(task.val)):
-            batch = task._collate(task._val_ids, [i])
-            out = model(**{k: v for k, v in batch.items() if k != "targets"})
-            n = int((batch["targets"] != -100).sum())
-            total += float(
-                torch.nn.functional.cross_entropy(out.logits[0], batch["targets"][0]) * n
-            )
-            count += n
-    task.bleu_sentences = 0
-    metrics = task.evaluate(model)
-    assert metrics["loss"] == pytest.approx(total / count, rel=1e-4)
-    assert metrics["ppl"] == pytest.approx(math.exp(metrics["loss"]))
+    model.config.label_smoothing = 0.1
+    try:
+        smoothed = nll = count = 0.0
+        with torch.no_grad():
+            for i in range(len(task.val)):
+                batch = task._collate(task._val_ids, [i])
+                out = model(**batch)
+                n = int((batch["targets"] != -100).sum())
+                smoothed += float(out.loss) * n
+                nll += float(
+                    torch.nn.functional.cross_entropy(out.logits[0], batch["targets"][0]) * n
+                )
+                count += n
+        task.bleu_sentences = 0
+        metrics = task.evaluate(model)
+    finally:
+        model.config.label_smoothing = 0.0
+    assert metrics["loss"] == pytest.approx(smoothed / count, rel=1e-4)
+    assert metrics["nll"] == pytest.approx(nll / count, rel=1e-4)
+    assert metrics["loss"] > metrics["nll"]  # smoothing costs a confident model
+    assert metrics["nll_ppl"] == pytest.approx(math.exp(metrics["nll"]))
 
 
 def test_cli_translate_text_file_and_stdin(trained, tmp_path, capsys, monkeypatch) -> None:

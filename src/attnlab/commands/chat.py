@@ -15,6 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--system", help="a system message to start the conversation with")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest reply")
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)"
+    )
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
 
 
 def _turns(args: argparse.Namespace):  # noqa: ANN202 - yields str
@@ -34,21 +39,29 @@ def _turns(args: argparse.Namespace):  # noqa: ANN202 - yields str
 
 def run(args: argparse.Namespace) -> int:
     from attnlab import DecoderLM, from_pretrained
+    from attnlab.generation import GenerationConfig
+    from attnlab.interop import prepare_for_decoding
     from attnlab.interop.chat import ChatSession
 
-    if args.max_new_tokens <= 0:
-        raise ValueError(f"--max-new-tokens={args.max_new_tokens} must be positive")
+    generation = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.temperature > 0,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     loaded = from_pretrained(args.model)
     if not isinstance(loaded.model, DecoderLM):
         raise ValueError(f"{args.model} is not a decoder language model; cannot chat")
     if not loaded.chat_template or loaded.tokenizer is None:
         raise ValueError(f"{args.model} has no chat template")
+    prepare_for_decoding(loaded.model)
     session = ChatSession(
         loaded.model,
         loaded.tokenizer,
         loaded.chat_template,
         system=args.system,
-        max_new_tokens=args.max_new_tokens,
+        generation=generation,
     )
     for text in _turns(args):
         if args.message:

@@ -8,8 +8,14 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports stay inside run() so `attnlab --help` is quick
+    from attnlab.models import DecoderLM
+    from attnlab.tokenizers import Tokenizer
+    from attnlab.training import TrainConfig
 
 HELP = "train a model from a preset or YAML config (default: shakespeare-cpu), or resume a run"
 
@@ -34,7 +40,7 @@ def _field_comments(cls: type) -> dict[str, str]:
     return {m.group(1): m.group(2) for line in source.splitlines() if (m := pattern.match(line))}
 
 
-def _converter(annotation: Any):  # noqa: ANN202 - returns an argparse type function
+def _converter(annotation: Any) -> Callable[[str], Any]:
     args = typing.get_args(annotation)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), annotation) if args else annotation
@@ -139,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns TrainConfig
+def build_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the command line: preset or YAML file (or the resumed run's
     config), then the --key value overrides."""
     from attnlab.presets import DEFAULT_PRESET, load_preset
@@ -205,7 +211,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample_text(model, tokenizer, n_tokens: int, seed: int = 0, prompt: str = "\n") -> str:  # noqa: ANN001
+def sample_text(
+    model: DecoderLM, tokenizer: Tokenizer, n_tokens: int, seed: int = 0, prompt: str = "\n"
+) -> str:
     """``n_tokens`` sampled from a decoder LM after ``prompt`` (BOS when the tokenizer cannot
     encode it), decoded to text."""
     import torch

@@ -3,12 +3,11 @@ rendered the way ``transformers`` renders it: sandboxed, ``trim_blocks``/``lstri
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import torch
-from torch import Tensor
-
+from attnlab.generation import GenerationConfig, stream
 from attnlab.models import DecoderLM
 from attnlab.tokenizers import Tokenizer
 
@@ -30,58 +29,45 @@ def render_chat(
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(
-        messages=messages,
-        add_generation_prompt=add_generation_prompt,
-        bos_token=bos_token or "",
-        eos_token=eos_token or "",
-    )
+    try:
+        return env.from_string(template).render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=bos_token or "",
+            eos_token=eos_token or "",
+        )
+    except TemplateError as err:
+        raise ValueError(f"the chat template failed: {err}") from err
 
 
-@torch.no_grad()
-def greedy_stream(
-    model: DecoderLM, tokenizer: Tokenizer, prompt_ids: list[int], max_new_tokens: int
-) -> Iterator[str]:
-    """Greedy decoding with the KV cache, yielding text as soon as it is complete.
-
-    Stops at the tokenizer's eos (or ``<|im_end|>``). Text is decoded from all new ids each
-    step and only the stable prefix is yielded, so multi-byte characters split over
-    several tokens come out whole.
-    """
-    stops = {i for i in (tokenizer.eos_id, tokenizer.token_to_id("<|im_end|>")) if i is not None}
-    weight = model.lm_head.weight
-    cache = model.new_cache(1, len(prompt_ids) + max_new_tokens, dtype=weight.dtype)
-    ids: Tensor = torch.tensor([prompt_ids], device=weight.device)
-    new: list[int] = []
-    shown = ""
-    for _ in range(max_new_tokens):
-        logits = model(ids, cache=cache).logits[0, -1]  # (V,)
-        token = int(logits.argmax())
-        if token in stops:
-            break
-        new.append(token)
-        text = tokenizer.decode(new)
-        if not text.endswith("\ufffd"):  # a character still incomplete
-            yield text[len(shown) :]
-            shown = text
-        ids = torch.tensor([[token]], device=weight.device)
+def chat_eos_ids(tokenizer: Tokenizer) -> list[int]:
+    """Token ids that end an assistant turn: the tokenizer's eos and ``<|im_end|>``."""
+    ids = (tokenizer.eos_id, tokenizer.token_to_id("<|im_end|>"))
+    return sorted({i for i in ids if i is not None})
 
 
 @dataclass
 class ChatSession:
-    """A conversation: each ``send`` adds the user's message, streams the reply and keeps
-    it in ``messages`` for the next turn."""
+    """A conversation: each ``send`` adds the user's message, streams the reply (decoded
+    with ``attnlab.generation.stream`` under ``generation``: greedy by default) and keeps it
+    in ``messages`` for the next turn."""
 
     model: DecoderLM
     tokenizer: Tokenizer
     template: str
     system: str | None = None
-    max_new_tokens: int = 256
+    generation: GenerationConfig | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.system:
             self.messages.append({"role": "system", "content": self.system})
+        if self.generation is None:
+            self.generation = GenerationConfig(max_new_tokens=256)
+        if not self.generation.eos_token_ids:
+            self.generation = dataclasses.replace(
+                self.generation, eos_token_ids=chat_eos_ids(self.tokenizer)
+            )
 
     def prompt_ids(self) -> list[int]:
         text = render_chat(
@@ -96,9 +82,7 @@ class ChatSession:
         """Yield the reply to ``text`` piece by piece."""
         self.messages.append({"role": "user", "content": text})
         reply = []
-        for piece in greedy_stream(
-            self.model, self.tokenizer, self.prompt_ids(), self.max_new_tokens
-        ):
+        for piece in stream(self.model, self.tokenizer, self.prompt_ids(), self.generation):
             reply.append(piece)
             yield piece
         self.messages.append({"role": "assistant", "content": "".join(reply)})

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attnlab.data.classification import ClassificationDataset, load_classification
 from attnlab.data.parallel import ParallelCorpus, load_parallel, read_parallel_files
 from attnlab.tasks.classification import ClassificationTask, with_classifier_head
 from attnlab.tasks.translation import TranslationTask
 from attnlab.tokenizers import Tokenizer, tokenizer_from_spec
-from attnlab.training.task import TaskSetup
+
+if TYPE_CHECKING:  # attnlab.training imports this module to register the tasks
+    from attnlab.training.task import TaskSetup
 
 logger = logging.getLogger(__name__)
 
@@ -75,14 +77,19 @@ def load_translation_data(
     data: str, source_lang: str = "de", target_lang: str = "en"
 ) -> tuple[ParallelCorpus, ParallelCorpus]:
     """Train and validation pairs of a built-in corpus or of a folder of aligned files."""
-    if not Path(data).exists():
+    from attnlab.data.parallel import PARALLEL_CORPORA
+
+    if data in PARALLEL_CORPORA:
         return (
             load_parallel(data, "train", source_lang=source_lang, target_lang=target_lang),
             load_parallel(data, "val", source_lang=source_lang, target_lang=target_lang),
         )
     folder = Path(data)
     if not folder.is_dir():
-        raise ValueError(f"translation data {data} must be a corpus name or a folder")
+        raise FileNotFoundError(
+            f"translation data {data!r} is neither a built-in corpus "
+            f"({', '.join(sorted(PARALLEL_CORPORA))}) nor a folder"
+        )
     splits = []
     for stems in (("train",), ("val", "valid", "dev")):
         pair = [
@@ -98,6 +105,8 @@ def build_translation(
     """``task: translation``: one shared vocabulary over both languages (BPE trained on the
     training pairs unless a resumed run brings its tokenizer) and an encoder-decoder sized
     from ``config.model``."""
+    from attnlab.training.task import TaskSetup
+
     if target_tokenizer is not None:
         raise ValueError("task translation uses one shared tokenizer, not a target tokenizer")
     opts = _options(config, TRANSLATION_OPTIONS, "translation")
@@ -153,6 +162,8 @@ def build_classification(
     """``task: classification``: an encoder classifier from scratch (tokenizer trained on the
     training texts) or a pretrained encoder (``init_from``) with a new head. The label names
     are kept in the model config; ``batch_size`` caps the texts per batch."""
+    from attnlab.training.task import TaskSetup
+
     opts = _options(config, CLASSIFICATION_OPTIONS, "classification")
     train, val = load_classification_data(
         config.data, opts.get("label_column", "label"), opts.get("text_column", "text")

@@ -112,8 +112,8 @@ class ClassificationTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """``loss`` (mean cross-entropy per text, no label smoothing), ``accuracy`` and
-        ``macro_f1`` over the whole validation split."""
+        """``loss`` (mean cross-entropy per text with the model's label smoothing, as in
+        training), ``accuracy`` and ``macro_f1`` over the whole validation split."""
         report = self.report(model)
         return {k: report[k] for k in ("loss", "accuracy", "macro_f1")}
 
@@ -122,7 +122,8 @@ class ClassificationTask:
         """``evaluate``'s numbers plus the confusion matrix (rows: true label) and labels."""
         logits = predict_logits(model, self._val_ids, self.pad_id, max_tokens=self.max_tokens)
         labels = torch.as_tensor(self.val.labels)
-        loss = float(nn.functional.cross_entropy(logits, labels))
+        smoothing = model.config.label_smoothing
+        loss = float(nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing))
         predictions = logits.argmax(-1).tolist()
         return {
             "loss": loss,

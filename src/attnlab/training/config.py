@@ -51,6 +51,8 @@ class TrainConfig(_JsonConfig):
     device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda or mps
     bf16: bool | None = None  # bf16 autocast; None: on where the device has bf16 units
     compile: bool | None = None  # torch.compile the forward; None: attnlab.training.speed's choice
+    fused_adamw: bool | None = None  # the fused AdamW kernel; None: where it exists
+    fused_attention: bool | None = None  # PyTorch's fused attention; None: speed's choice
     num_threads: int | None = None  # torch.set_num_threads for this run; None: leave as is
     # optimisation
     batch_size: int = 32  # sequences per micro-batch
@@ -93,7 +95,7 @@ class TrainConfig(_JsonConfig):
         except TypeError as err:
             raise ValueError(f"model: {err}") from None
         _check_choice("device", self.device, DEVICES)
-        for key in ("bf16", "compile"):
+        for key in ("bf16", "compile", "fused_adamw", "fused_attention"):
             if getattr(self, key) not in (None, True, False):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be true, false or null (auto)")
         if self.num_threads is not None:

@@ -100,7 +100,13 @@ class Trainer:
         self.tokenizer = tokenizer
         self.target_tokenizer = target_tokenizer
         self.speed = resolve_speed_settings(
-            SpeedSettings(bf16=config.bf16, compile=config.compile), self.device
+            SpeedSettings(
+                bf16=config.bf16,
+                compile=config.compile,
+                fused_adamw=config.fused_adamw,
+                fused_attention=config.fused_attention,
+            ),
+            self.device,
         )
         configure_model(self.model, self.speed)
         self.optimizer = build_optimizer(
@@ -212,7 +218,7 @@ class Trainer:
     def _evaluate_and_save(self, wall_start: float) -> dict[str, float]:
         metrics = self.evaluate()
         if not math.isfinite(metrics["loss"]):
-            self._diverged(f"validation loss is {metrics['loss']}")
+            self._diverged(f"validation loss is {metrics['loss']}", self.step)
         self.last_val = metrics
         self._write_metrics(
             {"step": self.step, "time": self._wall(wall_start), "split": "val", **metrics}
@@ -249,13 +255,16 @@ class Trainer:
             return "until_step"
         return None
 
-    def _diverged(self, what: str) -> None:
+    def _diverged(self, what: str, step: int | None = None) -> None:
+        """Raise TrainingDivergedError about ``what`` at ``step`` (default: the step being
+        taken)."""
         where = (
             "no checkpoint was saved yet"
             if self.saved_step is None
             else f"the last good checkpoint (step {self.saved_step}) is in {self.out_dir}"
         )
-        raise TrainingDivergedError(f"{what} at step {self.step + 1}; training stopped, {where}")
+        step = self.step + 1 if step is None else step
+        raise TrainingDivergedError(f"{what} at step {step}; training stopped, {where}")
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
