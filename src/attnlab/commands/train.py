@@ -187,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"run folder: {trainer.out_dir}")
     print(trainer.speed.describe())
+    busy = _busy_cpu_hint(trainer.device.type, config.num_threads)
+    if busy:
+        print(busy)
     try:
         result = trainer.train()
     except TrainingDivergedError as err:
@@ -209,6 +212,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"--- sample ({args.sample} tokens, temperature 0.8, top-k 40) ---")
         print(sample_text(trainer.model, trainer.tokenizer, args.sample, seed=config.seed))
     return 0
+
+
+def _busy_cpu_hint(device_type: str, num_threads: int | None) -> str | None:
+    """A hint when training on a CPU that other processes keep busy: OpenMP threads that
+    spin-wait then slow training several-fold."""
+    import os
+
+    if device_type != "cpu" or num_threads == 1 or not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load < cores or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        return None
+    return (
+        f"note: the CPU is busy (load average {load:.1f} on {cores} cores); if training is "
+        "slow, pass --num_threads 1 or set OMP_WAIT_POLICY=PASSIVE"
+    )
 
 
 def sample_text(
