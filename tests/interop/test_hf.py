@@ -194,3 +194,26 @@ def test_missing_tensor_is_named(tmp_path: Path) -> None:
 def test_unknown_name_and_missing_path() -> None:
     with pytest.raises(FileNotFoundError, match="no such model.*minilm, smollm2"):
         from_pretrained("no-such-model")
+
+
+def test_from_pretrained_reads_an_attnlab_model_folder(tmp_path: Path) -> None:
+    from attnlab import ModelConfig, build_model
+    from attnlab.checkpoint import save_pretrained
+    from attnlab.tokenizers import train_char_tokenizer
+
+    tokenizer = train_char_tokenizer("hello world")
+    model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, d_model=16, n_heads=2))
+    save_pretrained(tmp_path, model, tokenizer)
+    loaded = from_pretrained(tmp_path)
+    assert loaded.tokenizer.encode("hello") == tokenizer.encode("hello")
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], value), name
+
+
+def test_export_cli_writes_a_folder_transformers_loads(tmp_path: Path) -> None:
+    from attnlab import cli
+
+    ref = _gpt2(tmp_path / "src")
+    assert cli.main(["export", str(tmp_path / "src"), str(tmp_path / "out")]) == 0
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    _assert_same_logits(again, ref)

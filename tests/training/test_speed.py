@@ -155,8 +155,12 @@ def test_cpu_defaults_follow_detected_bf16(monkeypatch, has_bf16: bool) -> None:
     settings = resolve_speed_settings(SpeedSettings(), CPU)
     assert settings.is_resolved()
     assert settings.bf16 is has_bf16
-    assert settings.cpu_attention_float32 is has_bf16  # only matters under bf16
-    assert settings.fused_attention is True
+    # under cpu bf16 the explicit attention path is the faster one
+    assert settings.fused_attention is not has_bf16
+    assert settings.cpu_attention_float32 is False
+    forced = resolve_speed_settings(SpeedSettings(fused_attention=True), CPU)
+    assert forced.fused_attention is True
+    assert forced.cpu_attention_float32 is has_bf16  # float32 kernel under cpu bf16
     assert reason in settings.describe()
     # asking for bf16 on a CPU without it turns it off; turning it off always wins
     assert resolve_speed_settings(SpeedSettings(bf16=True), CPU).bf16 is has_bf16
@@ -189,6 +193,15 @@ def test_cpu_flags_parses_cpuinfo(tmp_path) -> None:
     info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n\nprocessor\t: 1\n")
     assert speed._cpu_flags(info) == {"fpu", "avx512f", "avx512_bf16"}
     assert speed._cpu_flags(tmp_path / "missing") == set()
+
+
+def test_cuda_defaults_use_fused_attention(monkeypatch) -> None:
+    monkeypatch.setattr(speed, "detect_bf16", lambda device: speed.BF16Support(True, "cuda X"))
+    monkeypatch.setattr(speed, "compile_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(speed, "fused_adamw_available", lambda device: True)
+    settings = resolve_speed_settings(None, "cuda")
+    assert (settings.bf16, settings.compile, settings.fused_adamw) == (True, True, True)
+    assert settings.fused_attention is True and settings.cpu_attention_float32 is False
 
 
 def test_all_off_describes_every_setting() -> None:

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+_SQRT_8_OVER_PI = math.sqrt(8.0 / math.pi)
+
 
 def _gelu_tanh(x: Tensor) -> Tensor:
-    return F.gelu(x, approximate="tanh")
+    """GELU's tanh approximation 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+    written as x * sigmoid(2u) (the same function, equal to float32 rounding): inductor's
+    CPU code for sigmoid is about 2x faster than for tanh, forward and backward. Eager code
+    (generation, one token per step) calls the single fused kernel instead of six ops."""
+    if not torch.compiler.is_compiling():
+        return F.gelu(x, approximate="tanh")
+    return x * torch.sigmoid(_SQRT_8_OVER_PI * (x + 0.044715 * x * x * x))
 
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {

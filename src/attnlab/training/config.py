@@ -43,12 +43,16 @@ class TrainConfig(_JsonConfig):
     block_size: int | None = None  # context length of training windows; None: max_seq_len
     # model
     model: dict[str, Any] = field(default_factory=dict)
+    # settings only one task reads (see that task's builder, e.g. attnlab.tasks.builders)
+    task_options: dict[str, Any] = field(default_factory=dict)
     # where, how
     out_dir: str | None = None  # None: runs/<name>, numbered if it holds a run already
     seed: int = 1337  # initial weights, dropout and the order of training windows
     device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda or mps
     bf16: bool | None = None  # bf16 autocast; None: on where the device has bf16 units
     compile: bool | None = None  # torch.compile the forward; None: attnlab.training.speed's choice
+    fused_adamw: bool | None = None  # the fused AdamW kernel; None: where it exists
+    fused_attention: bool | None = None  # PyTorch's fused attention; None: speed's choice
     num_threads: int | None = None  # torch.set_num_threads for this run; None: leave as is
     # optimisation
     batch_size: int = 32  # sequences per micro-batch
@@ -79,6 +83,8 @@ class TrainConfig(_JsonConfig):
             )
         if self.block_size is not None:
             _check_positive("block_size", self.block_size)
+        if not isinstance(self.task_options, dict):
+            raise ValueError(f"task_options must be a mapping, got {self.task_options!r}")
         if not isinstance(self.model, dict):
             raise ValueError(f"model must be a mapping of ModelConfig fields, got {self.model!r}")
         derived = sorted(set(self.model) & set(_DERIVED_MODEL_KEYS))
@@ -89,7 +95,7 @@ class TrainConfig(_JsonConfig):
         except TypeError as err:
             raise ValueError(f"model: {err}") from None
         _check_choice("device", self.device, DEVICES)
-        for key in ("bf16", "compile"):
+        for key in ("bf16", "compile", "fused_adamw", "fused_attention"):
             if getattr(self, key) not in (None, True, False):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be true, false or null (auto)")
         if self.num_threads is not None:

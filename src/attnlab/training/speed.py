@@ -22,11 +22,13 @@ The settings:
   system compiler, on CUDA it needs triton). When it is unavailable or fails on the first
   call, the run continues eagerly and the reason is logged.
 - ``fused_adamw``: ``torch.optim.AdamW(fused=True)`` (one kernel for all parameters).
-- ``fused_attention``: PyTorch's ``scaled_dot_product_attention`` kernels; off selects the
-  explicit softmax(QK^T)V path of the same attention module.
-- ``cpu_attention_float32`` (derived): on CPU, the fused attention kernel runs in float32
-  even under bf16 autocast, because PyTorch's CPU bf16 flash-attention backward is slower than
-  its float32 one at these sizes (measured, see bench/RESULTS.md).
+- ``fused_attention``: PyTorch's ``scaled_dot_product_attention`` kernels (flash attention on
+  CUDA); off selects the explicit softmax(QK^T)V path of the same attention module. Auto is
+  on, except on a CPU under bf16: there PyTorch's flash-attention kernels (the bf16 backward
+  above all) are slower than the explicit path's bf16 matmuls with a float32 softmax, which
+  inductor fuses (measured, see bench/RESULTS.md).
+- ``cpu_attention_float32``: when fused attention is used on a CPU under bf16, run the kernel
+  in float32 (faster there than its bf16 version). Auto: on in exactly that case.
 """
 
 from __future__ import annotations
@@ -186,9 +188,10 @@ class SpeedSettings:
         bf16: bfloat16 autocast of matrix multiplies.
         compile: ``torch.compile`` of the forward pass, with an eager fallback.
         fused_adamw: the fused AdamW kernel.
-        fused_attention: PyTorch's fused scaled-dot-product attention.
+        fused_attention: PyTorch's fused scaled-dot-product attention (auto: on, except
+            on a CPU under bf16, where the explicit path is faster).
         cpu_attention_float32: run the fused attention kernel in float32 on CPU under bf16
-            autocast (faster there); auto = on for CPU.
+            autocast (faster there than in bf16).
         reasons: why each auto choice was made (filled in by ``resolve_speed_settings``).
     """
 
@@ -233,8 +236,8 @@ def resolve_speed_settings(
 
     bf16 follows ``detect_bf16``; compile is auto-on where ``compile_unavailable_reason`` is
     None and the device is CUDA (on CPU, auto follows the measurement in bench/RESULTS.md);
-    fused AdamW where the kernel exists; fused attention always. A setting asked for
-    explicitly (True) that the device lacks is turned off with a warning.
+    fused AdamW where the kernel exists; fused attention except on a CPU under bf16. A
+    setting asked for explicitly (True) that the device lacks is turned off with a warning.
     """
     requested = requested or SpeedSettings()
     device = torch.device(device)
@@ -274,15 +277,26 @@ def resolve_speed_settings(
         "fused kernel" if fused_adam else "no kernel",
         True,
     )
-    attn_on = choose("fused_attention", s.fused_attention, True, "sdpa", True)
+    # PyTorch's CPU flash-attention kernels are slow at these sizes in bf16 (backward
+    # especially); the explicit path's bf16 matmuls and float32 softmax measured faster
+    cpu_bf16 = device.type == "cpu" and bf16_on
+    attn_on = choose(
+        "fused_attention",
+        s.fused_attention,
+        True,
+        "explicit path faster under cpu bf16" if cpu_bf16 else "sdpa",
+        not cpu_bf16,
+    )
+    if s.fused_attention is None and cpu_bf16:
+        reasons["fused_attention"] = "auto off: the explicit path is faster under cpu bf16"
     upcast_on = choose(
         "cpu_attention_float32",
         s.cpu_attention_float32,
-        device.type == "cpu" and attn_on and bf16_on,
-        "faster cpu kernel" if device.type == "cpu" else f"not cpu ({device.type})",
+        cpu_bf16 and attn_on,
+        "cpu bf16 sdpa kernels are slower than float32 ones",
         True,
     )
-    if not (device.type == "cpu" and attn_on and bf16_on):
+    if not (cpu_bf16 and attn_on):
         reasons["cpu_attention_float32"] = "only with cpu bf16 fused attention"
     return dataclasses.replace(
         requested,

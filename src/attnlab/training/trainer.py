@@ -100,7 +100,13 @@ class Trainer:
         self.tokenizer = tokenizer
         self.target_tokenizer = target_tokenizer
         self.speed = resolve_speed_settings(
-            SpeedSettings(bf16=config.bf16, compile=config.compile), self.device
+            SpeedSettings(
+                bf16=config.bf16,
+                compile=config.compile,
+                fused_adamw=config.fused_adamw,
+                fused_attention=config.fused_attention,
+            ),
+            self.device,
         )
         configure_model(self.model, self.speed)
         self.optimizer = build_optimizer(
