@@ -54,6 +54,16 @@ def _converter(annotation: Any) -> Callable[[str], Any]:
             if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        if typing.get_origin(base) is dict or base is dict:
+            import yaml
+
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                value = None
+            if not isinstance(value, dict):
+                raise argparse.ArgumentTypeError(f"expected a mapping like {{a: 1}}, got {text!r}")
+            return value
         if base in (int, float):
             try:
                 return base(text)
@@ -133,10 +143,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="after training a language model, print N sampled tokens (default 300; 0: none)",
     )
+    from attnlab.training.tasks import TASKS
+
+    train_help = {
+        **_field_comments(TrainConfig),
+        "task": f"one of {', '.join(TASKS)}",
+        "task_options": "settings only one task reads, a YAML mapping such as '{a: 1}'",
+    }
     _add_fields(
-        parser.add_argument_group("training options (TrainConfig)"),
-        train_keys(),
-        _field_comments(TrainConfig),
+        parser.add_argument_group("training options (TrainConfig)"), train_keys(), train_help
     )
     _add_fields(
         parser.add_argument_group("model options (ModelConfig)"),
