@@ -7,8 +7,11 @@ Both load the same .gguf file (dequantized to float32); load time includes the t
 Decoding: the prompt through the chat template, greedy, KV cache, batch 1, exactly
 --new-tokens tokens (end-of-text suppressed in both, as transformers' min_new_tokens
 does), timed from the prompt to the last new token (prefill included), best of --rounds.
-The float32 tokens are checked to be identical. attnlab is also timed in bfloat16
-(weights and cache). Last line: one JSON object.
+The float32 tokens are checked to be identical. attnlab float32 is timed as loaded
+("rows") and after ``prepare_for_decoding`` (weights stored column-major, as ``attnlab
+chat`` uses them), and in bfloat16 (weights and cache). With transformers, also the
+framework overhead per token: the same architecture at width 72, random weights shared
+by both. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -50,6 +53,38 @@ def _hf_decode(model, ids: torch.Tensor, new_tokens: int) -> tuple[float, list[i
     return time.perf_counter() - start, out[0, ids.shape[1] :].tolist()
 
 
+def _overhead(new_tokens: int, rounds: int) -> tuple[float, float]:
+    """Per-token ms of SmolLM2's architecture (30 layers, 9/3 heads) at width 72: the
+    matrices are tiny, so this is the framework overhead per decoding step."""
+    import tempfile
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from attnlab.interop import load_hf_model
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=512,
+        hidden_size=72,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        intermediate_size=64,
+        num_hidden_layers=30,
+        tie_word_embeddings=True,
+        max_position_embeddings=1024,
+    )
+    hf = LlamaForCausalLM(config).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        hf.save_pretrained(folder)
+        ours, _ = load_hf_model(folder)
+    ids = torch.randint(3, 512, (1, 42))
+    _attnlab_decode(ours, ids, 4)
+    _hf_decode(hf, ids, 4)
+    a = _best(lambda: _attnlab_decode(ours, ids, new_tokens), rounds)[0]
+    h = _best(lambda: _hf_decode(hf, ids, new_tokens), rounds)[0]
+    return a / new_tokens * 1e3, h / new_tokens * 1e3
+
+
 def _best(fn, rounds: int) -> tuple[float, list[int]]:  # noqa: ANN001
     runs = [fn() for _ in range(rounds)]
     return min(r[0] for r in runs), runs[0][1]
@@ -66,7 +101,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     import attnlab
-    from attnlab.interop import resolve_name
+    from attnlab.interop import prepare_for_decoding, resolve_name
 
     path = resolve_name("smollm2")
     start = time.perf_counter()
@@ -82,7 +117,11 @@ def main() -> None:
         return _attnlab_decode(loaded.model, ids, n)
 
     _attnlab_decode(loaded.model, ids, 4)  # warm-up
+    rows_s, rows_tokens = _best(ours, args.rounds)
+    prepare_for_decoding(loaded.model)
+    _attnlab_decode(loaded.model, ids, 4)
     attnlab_s, attnlab_tokens = _best(ours, args.rounds)
+    assert attnlab_tokens == rows_tokens
 
     start = time.perf_counter()
     bf16 = attnlab.from_pretrained(path, dtype=torch.bfloat16)
@@ -91,7 +130,7 @@ def main() -> None:
     bf16_model = bf16.model
     bf16_s, bf16_tokens = _best(lambda: _attnlab_decode(bf16_model, ids, n), args.rounds)
 
-    hf_load = hf_s = float("nan")
+    hf_load = hf_s = ours_ms = hf_ms = float("nan")
     hf_tokens: list[int] = []
     if not args.skip_hf:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,8 +143,11 @@ def main() -> None:
         hf_load = time.perf_counter() - start
         _hf_decode(hf, ids, 4)
         hf_s, hf_tokens = _best(lambda: _hf_decode(hf, ids, n), args.rounds)
+        del hf
+        ours_ms, hf_ms = _overhead(n, args.rounds)
 
     rows = [
+        ("attnlab float32 rows", attnlab_load, n / rows_s),
         ("attnlab float32", attnlab_load, n / attnlab_s),
         ("attnlab bfloat16", bf16_load, n / bf16_s),
         ("transformers float32", hf_load, n / hf_s),
@@ -114,22 +156,29 @@ def main() -> None:
         f"SmolLM2-135M-Instruct Q4_1 GGUF, greedy, batch 1, {ids.shape[1]}-token prompt, "
         f"{n} new tokens, {torch.get_num_threads()} threads"
     )
-    print(f"{'':<22}{'load s':>10}{'tokens/s':>12}")
+    print(f"{'':<26}{'load s':>10}{'tokens/s':>12}")
     for name, load, speed in rows:
-        print(f"{name:<22}{load:>10.2f}{speed:>12.2f}")
+        print(f"{name:<26}{load:>10.2f}{speed:>12.2f}")
     same = attnlab_tokens == hf_tokens if hf_tokens else None
     agree = sum(1 for a, b in zip(bf16_tokens, attnlab_tokens, strict=True) if a == b)
     print(f"same tokens as transformers (float32): {same}; bfloat16 agrees on {agree}/{n}")
+    print(
+        f"framework overhead per token (same architecture, width 72): attnlab {ours_ms:.1f} ms, "
+        f"transformers {hf_ms:.1f} ms"
+    )
     best = max(n / attnlab_s, n / bf16_s)
     result = {
         "attnlab_tok_s": round(n / attnlab_s, 2),
         "attnlab_bf16_tok_s": round(n / bf16_s, 2),
+        "attnlab_rows_tok_s": round(n / rows_s, 2),
         "hf_tok_s": round(n / hf_s, 2),
         "speedup": round(best / (n / hf_s), 2),
         "speedup_float32": round(hf_s / attnlab_s, 2),
         "attnlab_load_s": round(attnlab_load, 2),
         "hf_load_s": round(hf_load, 2),
         "same_tokens_float32": same,
+        "attnlab_overhead_ms": round(ours_ms, 2),
+        "hf_overhead_ms": round(hf_ms, 2),
         "threads": torch.get_num_threads(),
     }
     print(json.dumps(result))

@@ -71,3 +71,89 @@ def test_not_a_gguf_file(tmp_path: Path) -> None:
     (tmp_path / "x.gguf").write_bytes(b"not a gguf file at all")
     with pytest.raises(ValueError, match="not a readable GGUF file"):
         from_pretrained(tmp_path / "x.gguf")
+
+
+def test_chat_template_is_rendered_and_errors_are_value_errors() -> None:
+    from attnlab.interop.chat import render_chat
+
+    template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    text = render_chat(template, [{"role": "user", "content": "hi"}])
+    assert text == "<user>hi\n<assistant>"
+    with pytest.raises(ValueError, match="chat template failed: no system"):
+        render_chat("{{ raise_exception('no system') }}", [])
+
+
+def _llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """What llama.cpp's converter does to Q/K rows (rotate-half -> interleaved pairs)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, 2, rows // n_heads // 2, w.shape[1]).swapaxes(1, 2).reshape(w.shape)
+
+
+def test_tiny_llama_gguf_with_mixed_types_matches_transformers(tmp_path: Path) -> None:
+    """A random 2-layer Llama written as GGUF with every fast type (F32, F16, Q8_0, Q4_0,
+    Q4_1) plus Q5_0, grouped K/V heads and an untied output matrix."""
+    transformers = pytest.importorskip("transformers")
+    heads, kv_heads, width, ff, layers, vocab = 4, 2, 64, 96, 2, 128
+    head_dim = width // heads
+    rng = np.random.default_rng(0)
+    writer = gguf.GGUFWriter(str(tmp_path / "tiny.gguf"), "llama")
+    writer.add_block_count(layers)
+    writer.add_context_length(64)
+    writer.add_embedding_length(width)
+    writer.add_feed_forward_length(ff)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_vocab_size(vocab)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["<s>", "</s>"] + [chr(0x100 + i) for i in range(2, vocab)])
+    writer.add_token_types([3, 3] + [1] * (vocab - 2))
+    writer.add_token_merges([])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+
+    def add(name: str, rows: int, cols: int, kind: Q, offset: float = 0.0, heads_: int = 0):
+        values = (offset + 0.1 * rng.standard_normal((rows, cols))).astype(np.float32)
+        if heads_:
+            values = _llama_cpp_permute(values, heads_)
+        if kind == Q.F32:
+            writer.add_tensor(name, values[0] if rows == 1 else values)
+        elif kind == Q.F16:
+            writer.add_tensor(name, values.astype(np.float16))
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(values, kind), raw_dtype=kind)
+
+    add("token_embd.weight", vocab, width, Q.Q8_0)
+    add("output_norm.weight", 1, width, Q.F32, offset=1.0)
+    add("output.weight", vocab, width, Q.F16)
+    for i in range(layers):
+        add(f"blk.{i}.attn_norm.weight", 1, width, Q.F32, offset=1.0)
+        add(f"blk.{i}.ffn_norm.weight", 1, width, Q.F32, offset=1.0)
+        add(f"blk.{i}.attn_q.weight", heads * head_dim, width, Q.Q4_0, heads_=heads)
+        add(f"blk.{i}.attn_k.weight", kv_heads * head_dim, width, Q.Q4_1, heads_=kv_heads)
+        add(f"blk.{i}.attn_v.weight", kv_heads * head_dim, width, Q.Q8_0)
+        add(f"blk.{i}.attn_output.weight", width, width, Q.F16)
+        add(f"blk.{i}.ffn_gate.weight", ff, width, Q.Q5_0)
+        add(f"blk.{i}.ffn_up.weight", ff, width, Q.Q4_1)
+        add(f"blk.{i}.ffn_down.weight", width, ff, Q.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    loaded = from_pretrained(tmp_path / "tiny.gguf")
+    assert not loaded.model.config.tie_embeddings
+    assert loaded.model.config.n_kv_heads == kv_heads
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path, gguf_file="tiny.gguf", dtype=torch.float32
+    ).eval()
+    ids = torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.model(ids).logits, ref(input_ids=ids).logits, atol=1e-5, rtol=0
+        )

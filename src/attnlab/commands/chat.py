@@ -40,6 +40,7 @@ def _turns(args: argparse.Namespace):  # noqa: ANN202 - yields str
 def run(args: argparse.Namespace) -> int:
     from attnlab import DecoderLM, from_pretrained
     from attnlab.generation import GenerationConfig
+    from attnlab.interop import prepare_for_decoding
     from attnlab.interop.chat import ChatSession
 
     generation = GenerationConfig(
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} is not a decoder language model; cannot chat")
     if not loaded.chat_template or loaded.tokenizer is None:
         raise ValueError(f"{args.model} has no chat template")
+    prepare_for_decoding(loaded.model)
     session = ChatSession(
         loaded.model,
         loaded.tokenizer,

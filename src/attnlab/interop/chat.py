@@ -29,12 +29,15 @@ def render_chat(
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(
-        messages=messages,
-        add_generation_prompt=add_generation_prompt,
-        bos_token=bos_token or "",
-        eos_token=eos_token or "",
-    )
+    try:
+        return env.from_string(template).render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=bos_token or "",
+            eos_token=eos_token or "",
+        )
+    except TemplateError as err:
+        raise ValueError(f"the chat template failed: {err}") from err
 
 
 def chat_eos_ids(tokenizer: Tokenizer) -> list[int]:
