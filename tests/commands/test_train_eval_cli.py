@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from attnlab.checkpoint import load_pretrained
 from attnlab.cli import build_parser, main
 from attnlab.commands.train import build_config
 from attnlab.presets import load_preset, preset_names
@@ -44,7 +46,7 @@ def _cli(*args: str, env_cache: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_train_then_eval_end_to_end(tmp_path: Path, text_file: Path, capsys) -> None:
+def test_train_generate_eval_end_to_end(tmp_path: Path, text_file: Path, capsys) -> None:
     run = tmp_path / "run"
     cache = tmp_path / "cache"
     done = _cli("train", "--data", str(text_file), "--out-dir", str(run), "--max_steps", "10",
@@ -54,6 +56,19 @@ def test_train_then_eval_end_to_end(tmp_path: Path, text_file: Path, capsys) -> 
     val = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     last_val = [r for r in val if r["split"] == "val"][-1]
     assert last_val["step"] == 10
+    assert "--- sample" in done.stdout
+    # generate: greedy decoding in a subprocess equals the argmax loop over the saved model
+    prompt = "The quick"
+    done = _cli("generate", str(run), "--prompt", prompt, "--max-new-tokens", "12",
+                "--temperature", "0", env_cache=cache)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    loaded = load_pretrained(run)
+    ids = loaded.tokenizer.encode(prompt)
+    with torch.no_grad():
+        for _ in range(12):
+            logits = loaded.model(torch.tensor([ids])).logits
+            ids.append(int(logits[0, -1].argmax()))
+    assert done.stdout.rstrip("\n") == loaded.tokenizer.decode(ids).rstrip("\n")
     # eval on the run's validation split reproduces the trainer's last evaluation
     done = _cli("eval", str(run), "--json", env_cache=cache)
     assert done.returncode == 0, done.stderr

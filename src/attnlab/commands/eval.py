@@ -28,9 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "corpus instead of the run's validation split",
     )
     parser.add_argument(
-        "--block-size", type=int, help="context window (default: the run's, else max_seq_len)"
+        "--block-size",
+        type=int,
+        metavar="N",
+        help="context window (default: the run's, else max_seq_len)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="windows per batch (32)")
+    parser.add_argument(
+        "--batch-size", type=int, default=32, metavar="N", help="windows per batch (32)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     parser.add_argument(
         "--precision", choices=("float32", "bfloat16"), default="float32", help="autocast dtype"

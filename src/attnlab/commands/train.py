@@ -54,6 +54,16 @@ def _converter(annotation: Any) -> Callable[[str], Any]:
             if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        if typing.get_origin(base) is dict or base is dict:
+            import yaml
+
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                value = None
+            if not isinstance(value, dict):
+                raise argparse.ArgumentTypeError(f"expected a mapping like {{a: 1}}, got {text!r}")
+            return value
         if base in (int, float):
             try:
                 return base(text)
@@ -133,10 +143,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="after training a language model, print N sampled tokens (default 300; 0: none)",
     )
+    from attnlab.training.tasks import TASKS
+
+    train_help = {
+        **_field_comments(TrainConfig),
+        "task": f"one of {', '.join(TASKS)}",
+        "task_options": "settings only one task reads, a YAML mapping such as '{a: 1}'",
+    }
     _add_fields(
-        parser.add_argument_group("training options (TrainConfig)"),
-        train_keys(),
-        _field_comments(TrainConfig),
+        parser.add_argument_group("training options (TrainConfig)"), train_keys(), train_help
     )
     _add_fields(
         parser.add_argument_group("model options (ModelConfig)"),
@@ -187,6 +202,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"run folder: {trainer.out_dir}")
     print(trainer.speed.describe())
+    busy = _busy_cpu_hint(trainer.device.type, config.num_threads)
+    if busy:
+        print(busy)
     try:
         result = trainer.train()
     except TrainingDivergedError as err:
@@ -209,6 +227,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"--- sample ({args.sample} tokens, temperature 0.8, top-k 40) ---")
         print(sample_text(trainer.model, trainer.tokenizer, args.sample, seed=config.seed))
     return 0
+
+
+def _busy_cpu_hint(device_type: str, num_threads: int | None) -> str | None:
+    """A hint when training on a CPU that other processes keep busy: OpenMP threads that
+    spin-wait then slow training several-fold."""
+    import os
+
+    if device_type != "cpu" or num_threads == 1 or not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load < cores or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        return None
+    return (
+        f"note: the CPU is busy (load average {load:.1f} on {cores} cores); if training is "
+        "slow, pass --num_threads 1 or set OMP_WAIT_POLICY=PASSIVE"
+    )
 
 
 def sample_text(

@@ -13,13 +13,15 @@ _SQRT_8_OVER_PI = math.sqrt(8.0 / math.pi)
 
 
 def _gelu_tanh(x: Tensor) -> Tensor:
-    """GELU's tanh approximation 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3),
-    written as x * sigmoid(2u) (the same function, equal to float32 rounding): inductor's
-    CPU code for sigmoid is about 2x faster than for tanh, forward and backward. Eager code
-    (generation, one token per step) calls the single fused kernel instead of six ops."""
+    """GELU's tanh approximation 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+
+    Eager mode calls PyTorch's kernel. Under ``torch.compile`` it is written as the same
+    function x * sigmoid(2u), in float32: inductor's CPU code for sigmoid is about 2x faster
+    than for tanh, forward and backward (bench/RESULTS.md, training speed)."""
     if not torch.compiler.is_compiling():
         return F.gelu(x, approximate="tanh")
-    return x * torch.sigmoid(_SQRT_8_OVER_PI * (x + 0.044715 * x * x * x))
+    x32 = x.float()
+    return (x32 * torch.sigmoid(_SQRT_8_OVER_PI * (x32 + 0.044715 * x32 * x32 * x32))).to(x.dtype)
 
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {

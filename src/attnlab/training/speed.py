@@ -131,7 +131,13 @@ def detect_bf16(device: torch.device | str) -> BF16Support:
     if device.type == "cpu":
         return detect_cpu_bf16()
     if device.type == "cuda":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False):
+        if not torch.cuda.is_available():
+            return BF16Support(False, "CUDA is not available")
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.5 has no including_emulation (and no emulation)
+            native = torch.cuda.is_bf16_supported()
+        if native:
             return BF16Support(True, f"cuda {torch.cuda.get_device_name(device)}")
         return BF16Support(False, "this CUDA device has no native bf16")
     return BF16Support(False, f"bf16 autocast is not enabled for device type {device.type!r}")
