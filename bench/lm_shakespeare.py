@@ -43,6 +43,8 @@ NANOGPT_CPU = {  # nanoGPT README: "baby GPT" CPU recipe (its 2000 steps take ~9
     "warmup_steps": 100,
     "beta2": 0.99,
     "max_steps": 2000,
+    "bf16": False,  # nanoGPT's CPU command: float32, --compile=False
+    "compile": False,
 }
 
 

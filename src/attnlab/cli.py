@@ -9,8 +9,20 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from attnlab import __version__
-from attnlab.commands import attention, classify, info, plot, positions, train, translate
+from attnlab.commands import (
+    attention,
+    chat,
+    classify,
+    embed,
+    export,
+    info,
+    plot,
+    positions,
+    train,
+    translate,
+)
 from attnlab.commands import eval as eval_
+from attnlab.commands import generate as generate_
 
 # verb name -> module with HELP, add_arguments(parser) and run(args)
 VERBS: dict[str, ModuleType] = {
@@ -18,10 +30,14 @@ VERBS: dict[str, ModuleType] = {
     "train": train,
     "eval": eval_,
     "translate": translate,
+    "generate": generate_,
     "classify": classify,
     "attention": attention,
     "plot": plot,
     "positions": positions,
+    "chat": chat,
+    "embed": embed,
+    "export": export,
 }
 
 

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from attnlab.checkpoint import load_pretrained
 from attnlab.cli import build_parser, main
 from attnlab.commands.train import build_config
 from attnlab.presets import load_preset, preset_names
@@ -44,7 +46,7 @@ def _cli(*args: str, env_cache: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_train_then_eval_end_to_end(tmp_path: Path, text_file: Path, capsys) -> None:
+def test_train_generate_eval_end_to_end(tmp_path: Path, text_file: Path, capsys) -> None:
     run = tmp_path / "run"
     cache = tmp_path / "cache"
     done = _cli("train", "--data", str(text_file), "--out-dir", str(run), "--max_steps", "10",
@@ -54,6 +56,19 @@ def test_train_then_eval_end_to_end(tmp_path: Path, text_file: Path, capsys) -> 
     val = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     last_val = [r for r in val if r["split"] == "val"][-1]
     assert last_val["step"] == 10
+    assert "--- sample" in done.stdout
+    # generate: greedy decoding in a subprocess equals the argmax loop over the saved model
+    prompt = "The quick"
+    done = _cli("generate", str(run), "--prompt", prompt, "--max-new-tokens", "12",
+                "--temperature", "0", env_cache=cache)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    loaded = load_pretrained(run)
+    ids = loaded.tokenizer.encode(prompt)
+    with torch.no_grad():
+        for _ in range(12):
+            logits = loaded.model(torch.tensor([ids])).logits
+            ids.append(int(logits[0, -1].argmax()))
+    assert done.stdout.rstrip("\n") == loaded.tokenizer.decode(ids).rstrip("\n")
     # eval on the run's validation split reproduces the trainer's last evaluation
     done = _cli("eval", str(run), "--json", env_cache=cache)
     assert done.returncode == 0, done.stderr
@@ -147,3 +162,16 @@ def test_resume_and_eval_errors(tmp_path: Path, text_file: Path, capsys) -> None
     assert "model.safetensors" in err and err.startswith("attnlab eval: error:")
     assert (run / "best" / "model.safetensors").exists()  # the best checkpoint is untouched
     assert main(["eval", str(run / "best")]) == 0
+
+
+def test_nan_loss_is_a_one_line_error(tmp_path: Path, text_file: Path, capsys) -> None:
+    """A learning rate of 1e30 breaks the model at its first update: the next loss is NaN.
+    (That the last good checkpoint survives is tested in tests/training.)"""
+    run = tmp_path / "r"
+    argv = ["train", "--data", str(text_file), "--out_dir", str(run), *TINY, "--max_steps", "6"]
+    argv += ["--eval_interval", "100", "--lr", "1e30", "--min_lr", "0", "--warmup_steps", "0"]
+    err = _error(capsys, *argv, "--grad_clip", "0")
+    assert err == (
+        "attnlab train: error: loss is nan at step 2; training stopped, no checkpoint was saved yet"
+    )
+    assert not (run / "model.safetensors").exists()

@@ -53,3 +53,13 @@ def tiny_decoder():  # noqa: ANN201
 def tiny_seq2seq():  # noqa: ANN201
     """Factory: a 2+2-layer EncoderDecoderModel (vocab 30 -> 28, context 20)."""
     return _tiny_seq2seq
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():  # noqa: ANN202
+    """These models are tiny: one intra-op thread is faster, and on a shared CPU far faster
+    (a busy second core stalls every parallel region). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -51,6 +51,19 @@ def test_seq2seq_greedy_equals_argmax_of_full_recomputation(tiny_seq2seq):
     assert torch.equal(out, target)
 
 
+def test_seq2seq_target_past_context_slides_the_window(tiny_seq2seq):
+    model = tiny_seq2seq("learned", 2)  # max_seq_len 20
+    source = torch.randint(0, 30, (1, 6), generator=torch.Generator().manual_seed(5))
+    out = generate_seq2seq(model, source, GenerationConfig(max_new_tokens=26), bos_token_id=1)
+    assert out.shape == (1, 27)
+    target = torch.ones(1, 1, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(26):
+            logits = model(source, target[:, -20:]).logits
+            target = torch.cat([target, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, target)
+
+
 def test_same_seed_same_sample_and_generator(tiny_decoder):
     model = tiny_decoder()
     prompt = torch.tensor([[3, 4, 5]])
@@ -138,6 +151,8 @@ def test_bad_prompts(tiny_decoder, tiny_seq2seq):
         generate(
             model, torch.ones(1, 3, dtype=torch.long), attention_mask=torch.tensor([[1, 1, 0]])
         )
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        generate(model, torch.tensor([[1, 32]]))
     with pytest.raises(ValueError, match="DecoderLM"):
         generate(tiny_seq2seq(), torch.ones(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="bos_token_id"):

@@ -4,48 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from attnlab import ModelConfig
 from attnlab.generation import GenerationConfig, IncrementalDecoder, generate, stream
 from attnlab.models import DecoderLM
 from attnlab.models.outputs import LMOutput
+from attnlab.tokenizers import Tokenizer, train_bpe_tokenizer
 
 TEXT = "Grüße aus Köln! 日本語のテキスト。 Ελληνικά 🙂 and 👍🏽 done."
 
 
-class _Adapter:
-    """The slice of ``attnlab.tokenizers.Tokenizer`` that streaming uses, over a raw Hugging
-    Face tokenizer."""
-
-    def __init__(self, hf: HFTokenizer) -> None:
-        self.hf = hf
-
-    def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text).ids
-
-    def decode(self, ids, skip_special_tokens: bool = True) -> str:
-        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.hf.get_vocab_size()
-
-
 @pytest.fixture(scope="module")
-def byte_bpe() -> _Adapter:
-    hf = HFTokenizer(models.BPE())
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=280,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<eos>"],
-        show_progress=False,
-    )
-    hf.train_from_iterator([TEXT, "hello world, the end"], trainer)
-    return _Adapter(hf)
+def byte_bpe() -> Tokenizer:
+    """attnlab's byte-level BPE, small enough that multi-byte characters span tokens."""
+    return train_bpe_tokenizer([TEXT, "hello world, the end"], vocab_size=290)
 
 
 def test_incremental_decoder_holds_back_partial_characters(byte_bpe):
@@ -80,7 +52,7 @@ class _ScriptedLM(DecoderLM):
 
 
 def test_stream_yields_whole_characters_of_multibyte_text(byte_bpe):
-    eos = byte_bpe.hf.token_to_id("<eos>")
+    eos = byte_bpe.eos_id
     ids = byte_bpe.encode(TEXT)
     config = ModelConfig(
         vocab_size=byte_bpe.vocab_size, d_model=16, n_heads=2, n_layers=1, max_seq_len=128

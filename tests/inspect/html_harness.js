@@ -54,6 +54,8 @@ const results = actions.map((a) => {
     alphas: to.map((s) => parseFloat(s.style.background.split(",")[3])),
     detail: byId.detail.textContent,
     kind_box_hidden: byId["kind-box"].style.display === "none",
+    layer_options: byId.layer.children.map((o) => o.textContent),
+    head_options: byId.head.children.map((o) => o.textContent),
   };
   from[a.index].handlers.mouseleave();
   return out;

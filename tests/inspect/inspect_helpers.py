@@ -15,16 +15,17 @@ class CharTokenizer:
     """The part of the ``attnlab.tokenizers.Tokenizer`` contract that inspect uses."""
 
     def __init__(self, alphabet: str = ALPHABET) -> None:
-        self.vocab = ["<pad>", "<bos>", *alphabet]
+        self.vocab = ["<pad>", "<bos>", "<eos>", *alphabet]
         self.index = {t: i for i, t in enumerate(self.vocab)}
-        self.pad_id, self.bos_id = 0, 1
+        self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [self.index[c] for c in text]
+        ids = [self.index[c] for c in text]
+        return [self.bos_id, *ids, self.eos_id] if add_special_tokens else ids
 
     def id_to_token(self, token_id: int) -> str | None:
         return self.vocab[token_id] if 0 <= token_id < len(self.vocab) else None

@@ -148,7 +148,8 @@ def test_padded_batch_equals_each_text_alone(family, tokenizer) -> None:
     batch = attention_maps_batch(model, tokenizer, TEXTS)
     for text, maps in zip(TEXTS, batch, strict=True):
         alone = attention_maps(model, tokenizer, text)["self"]
-        assert maps["self"].weights.shape == (2, 4, len(text), len(text))
+        n = len(text) + (2 if family == "encoder" else 0)  # an encoder adds BOS ... EOS
+        assert maps["self"].weights.shape == (2, 4, n, n)
         torch.testing.assert_close(maps["self"].weights, alone.weights, atol=1e-5, rtol=1e-4)
 
 
@@ -158,7 +159,7 @@ def test_encoder_weights_match_hand_computation(tokenizer) -> None:
     maps = attention_maps_batch(model, tokenizer, TEXTS)
     for handle in handles:
         handle.remove()
-    lengths = [len(t) for t in TEXTS]
+    lengths = [len(t) + 2 for t in TEXTS]  # the template's BOS ... EOS
     mask = torch.zeros(len(TEXTS), max(lengths), dtype=torch.long)
     for b, n in enumerate(lengths):
         mask[b, :n] = 1
@@ -175,6 +176,7 @@ def test_encoder_weights_match_hand_computation(tokenizer) -> None:
         for blk in model.stack.blocks
     ]
     for b, n in enumerate(lengths):
+        assert maps[b]["self"].query_tokens == ["<bos>", *labels(TEXTS[b]), "<eos>"]
         _check_map(maps[b]["self"], hand, b, n, n)
         # bidirectional: the future is attended to
         assert (maps[b]["self"].weights[..., 0, n - 1] > 0).all()
@@ -187,7 +189,7 @@ def test_encoder_decoder_three_kinds_match_hand_computation(tokenizer) -> None:
     maps = attention_maps_batch(model, tokenizer, sources=sources, targets=targets)
     for handle in handles:
         handle.remove()
-    src_len = [len(s) for s in sources]
+    src_len = [len(s) + 1 for s in sources]  # EOS last
     tgt_len = [len(t) + 1 for t in targets]  # BOS first
     src_mask = torch.tensor([[1] * n + [0] * (max(src_len) - n) for n in src_len])
     tgt_mask = torch.tensor([[1] * n + [0] * (max(tgt_len) - n) for n in tgt_len])
@@ -230,9 +232,9 @@ def test_encoder_decoder_three_kinds_match_hand_computation(tokenizer) -> None:
     for b in range(2):
         ns, nt = src_len[b], tgt_len[b]
         m = maps[b]
-        assert m["encoder"].query_tokens == labels(sources[b])
+        assert m["encoder"].query_tokens == [*labels(sources[b]), "<eos>"]
         assert m["cross"].query_tokens == ["<bos>", *labels(targets[b])]
-        assert m["cross"].key_tokens == labels(sources[b])
+        assert m["cross"].key_tokens == [*labels(sources[b]), "<eos>"]
         assert m["decoder"].n_layers == 3 and m["encoder"].n_layers == 2
         _check_map(m["encoder"], enc, b, ns, ns)
         _check_map(m["decoder"], dec, b, nt, nt)
@@ -272,8 +274,29 @@ def test_wrong_inputs_for_the_family_are_clear_errors(tokenizer) -> None:
         attention_maps(tiny("encoder_decoder"), tokenizer, "abc")
     with pytest.raises(ValueError, match="needs as many targets"):
         attention_maps(tiny("encoder_decoder"), tokenizer, source="abc")
+    with pytest.raises(ValueError, match="not an attnlab model family"):
+        attention_maps(torch.nn.Linear(2, 2), tokenizer, "abc")
     amap = attention_maps(tiny("decoder"), tokenizer, "abc")["self"]
-    with pytest.raises(ValueError, match="layer 5 is out of range"):
+    with pytest.raises(ValueError, match=r"layer 5 is out of range: there are 2 \(layers 0..1\)"):
         amap.select(layer=5)
     assert amap.select(layer=1, head=2).weights.shape == (1, 1, 3, 3)
+    one = amap.select(layer=1).select(head=2)
+    assert (one.layer_ids, one.head_ids) == ([1], [2])
     torch.testing.assert_close(amap.select(1, 2).weights[0, 0], amap.weights[1, 2])
+
+
+def test_dropout_is_off_and_the_models_mode_is_kept(tokenizer) -> None:
+    model = tiny("decoder", attention_dropout=0.5, dropout=0.5)
+    reference = attention_maps(model, tokenizer, "the cat sat")["self"].weights
+    model.train()
+    again = attention_maps(model, tokenizer, "the cat sat")["self"].weights
+    assert model.training  # left as it was
+    torch.testing.assert_close(again, reference, atol=0, rtol=0)
+
+
+def test_bfloat16_model_gives_float32_weights(tokenizer) -> None:
+    model = tiny("decoder", n_kv_heads=2, positional="rope").to(torch.bfloat16)
+    amap = attention_maps(model, tokenizer, "the cat sat")["self"]
+    assert amap.weights.dtype == torch.float32 and amap.weights.device.type == "cpu"
+    torch.testing.assert_close(amap.weights.sum(-1), torch.ones(2, 4, 11), atol=2e-2, rtol=0)
+    assert (amap.weights[..., torch.ones(11, 11, dtype=torch.bool).triu(1)] == 0).all()

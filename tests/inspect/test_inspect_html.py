@@ -120,6 +120,8 @@ def test_hover_shows_the_weights_of_the_chosen_layer_and_head(tmp_path, tokenize
         # the strongest one is painted fully, the rest in proportion
         assert max(result["alphas"]) == pytest.approx(1.0, abs=1e-3)
         assert not result["kind_box_hidden"]
+        assert result["layer_options"] == [f"layer {i}" for i in range(amap.n_layers)]
+        assert result["head_options"] == ["mean of heads"] + [f"head {h}" for h in range(4)]
     assert results[0]["detail"].startswith(
         json.dumps(maps["encoder"].query_tokens[3], ensure_ascii=False)
     )

@@ -22,6 +22,8 @@ def test_attention_grid_png(tmp_path, tokenizer, layer, head) -> None:
     n_rows, n_cols = shown.n_layers, shown.n_heads
     assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>"]) == n_rows * n_cols
     first = fig.axes[0]
+    # titles carry the model's layer and head numbers, not the position in the grid
+    assert first.get_title() == f"layer {layer or 0} head {head or 0}"
     assert [t.get_text() for t in first.get_yticklabels()] == [
         c.replace("$", "\\$") for c in labels("the $cat$ sat")
     ]
@@ -53,9 +55,9 @@ def test_encoder_decoder_png_has_three_sections(tmp_path, tokenizer) -> None:
     ]
     path = save_figure(fig, tmp_path / "ed.png", dpi=DPI)
     sizes = [
-        attention_figsize(1, 4, 8, 8),
+        attention_figsize(1, 4, 9, 9),
         attention_figsize(1, 4, 6, 6),
-        attention_figsize(1, 4, 6, 8),
+        attention_figsize(1, 4, 6, 9),
     ]
     assert_picture(path, max(w for w, _ in sizes) * DPI, sum(h for _, h in sizes) * DPI)
 

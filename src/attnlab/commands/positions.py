@@ -4,6 +4,11 @@ score vs offset, a learned table's cosine similarity)."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from attnlab.config import ModelConfig
+    from attnlab.models import TransformerModel
 
 HELP = "draw a positional encoding: sinusoidal, learned (needs MODEL), rope or alibi"
 
@@ -20,11 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=int, help="sinusoidal width (default 128, or the model's)")
     parser.add_argument("--heads", type=int, help="ALiBi heads (default 8, or the model's)")
     parser.add_argument("--head-dim", type=int, help="RoPE head width (default 64, or the model's)")
-    parser.add_argument("--base", type=float, help="RoPE/sinusoidal base (default 10000)")
+    parser.add_argument(
+        "--base", type=float, help="RoPE/sinusoidal base (default 10000, or the model's rope_base)"
+    )
     parser.add_argument("--dpi", type=int, default=100, help="resolution (default 100)")
 
 
-def _config(args: argparse.Namespace):  # noqa: ANN202 - ModelConfig or None
+def _config(
+    args: argparse.Namespace,
+) -> tuple[TransformerModel | None, ModelConfig | None]:
+    """The MODEL argument's model and config (both None without one)."""
     if args.model is None:
         if args.kind == "learned":
             raise ValueError("--kind learned needs a MODEL with learned positions")
@@ -51,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from attnlab.nn.positional import alibi_slopes
 
     model, config = _config(args)
-    base = args.base if args.base is not None else (config.rope_base if config else 10000.0)
     if args.kind == "sinusoidal":
+        base = 10000.0 if args.base is None else args.base  # the models' sinusoidal base
         n = args.positions or (config.max_seq_len if config else 128)
         dim = args.dim or (config.d_model if config else 128)
         fig = plotting.sinusoidal_figure(sinusoidal_encoding(n, dim, base).numpy())
@@ -65,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         fig = plotting.alibi_figure(bias.numpy(), alibi_slopes(heads).tolist())
         summary = f"ALiBi bias for {heads} heads over {n} positions"
     elif args.kind == "rope":
+        base = args.base if args.base is not None else (config.rope_base if config else 10000.0)
         head_dim = args.head_dim or (config.head_dim if config else 64)
         n = args.positions or (config.max_seq_len if config else 512)
         curve = rope_score_curve(head_dim, n, base)

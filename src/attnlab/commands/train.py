@@ -8,8 +8,14 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports stay inside run() so `attnlab --help` is quick
+    from attnlab.models import DecoderLM
+    from attnlab.tokenizers import Tokenizer
+    from attnlab.training import TrainConfig
 
 HELP = "train a model from a preset or YAML config (default: shakespeare-cpu), or resume a run"
 
@@ -34,7 +40,7 @@ def _field_comments(cls: type) -> dict[str, str]:
     return {m.group(1): m.group(2) for line in source.splitlines() if (m := pattern.match(line))}
 
 
-def _converter(annotation: Any):  # noqa: ANN202 - returns an argparse type function
+def _converter(annotation: Any) -> Callable[[str], Any]:
     args = typing.get_args(annotation)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), annotation) if args else annotation
@@ -48,6 +54,16 @@ def _converter(annotation: Any):  # noqa: ANN202 - returns an argparse type func
             if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        if typing.get_origin(base) is dict or base is dict:
+            import yaml
+
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                value = None
+            if not isinstance(value, dict):
+                raise argparse.ArgumentTypeError(f"expected a mapping like {{a: 1}}, got {text!r}")
+            return value
         if base in (int, float):
             try:
                 return base(text)
@@ -127,10 +143,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="after training a language model, print N sampled tokens (default 300; 0: none)",
     )
+    from attnlab.training.tasks import TASKS
+
+    train_help = {
+        **_field_comments(TrainConfig),
+        "task": f"one of {', '.join(TASKS)}",
+        "task_options": "settings only one task reads, a YAML mapping such as '{a: 1}'",
+    }
     _add_fields(
-        parser.add_argument_group("training options (TrainConfig)"),
-        train_keys(),
-        _field_comments(TrainConfig),
+        parser.add_argument_group("training options (TrainConfig)"), train_keys(), train_help
     )
     _add_fields(
         parser.add_argument_group("model options (ModelConfig)"),
@@ -139,7 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns TrainConfig
+def build_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the command line: preset or YAML file (or the resumed run's
     config), then the --key value overrides."""
     from attnlab.presets import DEFAULT_PRESET, load_preset
@@ -181,6 +202,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"run folder: {trainer.out_dir}")
     print(trainer.speed.describe())
+    busy = _busy_cpu_hint(trainer.device.type, config.num_threads)
+    if busy:
+        print(busy)
     try:
         result = trainer.train()
     except TrainingDivergedError as err:
@@ -205,7 +229,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample_text(model, tokenizer, n_tokens: int, seed: int = 0, prompt: str = "\n") -> str:  # noqa: ANN001
+def _busy_cpu_hint(device_type: str, num_threads: int | None) -> str | None:
+    """A hint when training on a CPU that other processes keep busy: OpenMP threads that
+    spin-wait then slow training several-fold."""
+    import os
+
+    if device_type != "cpu" or num_threads == 1 or not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load < cores or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        return None
+    return (
+        f"note: the CPU is busy (load average {load:.1f} on {cores} cores); if training is "
+        "slow, pass --num_threads 1 or set OMP_WAIT_POLICY=PASSIVE"
+    )
+
+
+def sample_text(
+    model: DecoderLM, tokenizer: Tokenizer, n_tokens: int, seed: int = 0, prompt: str = "\n"
+) -> str:
     """``n_tokens`` sampled from a decoder LM after ``prompt`` (BOS when the tokenizer cannot
     encode it), decoded to text."""
     import torch

@@ -28,6 +28,16 @@ class Decoder(Protocol):
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
 
 
+def _check_ids(ids: Tensor, vocab_size: int, name: str) -> None:
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+    if ids.numel() and not (int(ids.min()) >= 0 and int(ids.max()) < vocab_size):
+        raise ValueError(
+            f"{name} holds ids outside the vocabulary [0, {vocab_size}): "
+            f"min {int(ids.min())}, max {int(ids.max())}"
+        )
+
+
 def _prepare_prompt(
     input_ids: Tensor, attention_mask: Tensor | None, config: GenerationConfig, window: int
 ) -> tuple[Tensor, Tensor | None]:
@@ -35,6 +45,8 @@ def _prepare_prompt(
     in every row; return ``attention_mask`` as None when nothing is padded."""
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, length), got {tuple(input_ids.shape)}")
+    if input_ids.shape[0] == 0:
+        raise ValueError("input_ids holds no prompt (batch size 0)")
     if input_ids.shape[1] == 0:
         if config.bos_token_id is None:
             raise ValueError(
@@ -120,7 +132,9 @@ def decode_tokens(
         unfinished = torch.ones(session.batch_size, dtype=torch.bool, device=logits.device)
     check = eos is not None or stops is not None
     for step in range(config.max_new_tokens):
-        with torch.inference_mode():
+        with torch.inference_mode():  # entered once per step, never held across the yield
+            if step > 0:
+                logits = session.advance()
             scores = apply_processors(logits.float(), seen, processors)
             if config.sampling:
                 probs = scores.softmax(dim=-1)
@@ -137,10 +151,9 @@ def decode_tokens(
             if stops is not None:
                 unfinished = unfinished & ~stops(session.generated(), unfinished)
         yield next_tokens
-        if step == config.max_new_tokens - 1 or (check and not bool(unfinished.any())):
+        # the only host sync: are all rows done? (skipped without EOS ids or stop strings)
+        if check and not bool(unfinished.any()):
             return
-        with torch.inference_mode():
-            logits = session.advance()
 
 
 def _pad_rows(rows: list[list[int]], pad: int, like: Tensor) -> Tensor:
@@ -199,6 +212,7 @@ def generate(
     config = config or GenerationConfig()
     if not isinstance(model, DecoderLM):
         raise ValueError(f"generate needs a DecoderLM, got {type(model).__name__}")
+    _check_ids(input_ids, model.config.vocab_size, "input_ids")
     prompt, mask = _prepare_prompt(input_ids, attention_mask, config, model.config.max_seq_len)
     was_training = model.training
     model.eval()
@@ -236,6 +250,7 @@ def generate_seq2seq(
         raise ValueError(
             f"source_ids must be a non-empty (batch, length), got {tuple(source_ids.shape)}"
         )
+    _check_ids(source_ids, model.config.vocab_size, "source_ids")
     if source_ids.shape[1] > model.config.max_seq_len:
         raise ValueError(
             f"source of {source_ids.shape[1]} tokens is longer than the model's context "

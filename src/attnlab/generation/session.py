@@ -60,7 +60,7 @@ class _Session:
 
     def append(self, next_tokens: Tensor) -> None:
         """Record (N,) tokens without running the model (the last step)."""
-        self.tokens[:, self.length] = next_tokens
+        self.tokens.select(1, self.length).copy_(next_tokens)
         self.length += 1
 
     def step(self, next_tokens: Tensor) -> Tensor:
@@ -70,7 +70,6 @@ class _Session:
 
     def advance(self) -> Tensor:
         """Run the model on the last appended token; next-token logits (N, V)."""
-        next_tokens = self.tokens[:, self.length - 1]
         if self.cache.length == self.cache.max_len:
             return self.prefill()  # slide the window
         mask = positions = None
@@ -78,7 +77,7 @@ class _Session:
             mask = self.mask[:, self.start : self.length]
             positions = self.next_positions
             self.next_positions = positions + 1
-        return self._forward(next_tokens[:, None], mask, positions)
+        return self._forward(self.tokens.narrow(1, self.length - 1, 1), mask, positions)
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` (beam search), in that order."""

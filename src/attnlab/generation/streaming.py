@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from attnlab.generation.config import GenerationConfig
-from attnlab.generation.decoding import Decoder, _prepare_prompt, decode_tokens
+from attnlab.generation.decoding import Decoder, _check_ids, _prepare_prompt, decode_tokens
 from attnlab.generation.session import DecoderSession, new_generator
 from attnlab.models.decoder import DecoderLM
 
@@ -73,6 +73,7 @@ def stream(
         raise ValueError(f"stream needs a DecoderLM, got {type(model).__name__}")
     device = model.lm_head.weight.device
     ids = torch.as_tensor(prompt_ids, dtype=torch.long, device=device).reshape(1, -1)
+    _check_ids(ids, model.config.vocab_size, "prompt_ids")
     prompt, _ = _prepare_prompt(ids, None, config, model.config.max_seq_len)
     if generator is None:
         generator = new_generator(config.seed, device)

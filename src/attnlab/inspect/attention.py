@@ -25,6 +25,13 @@ from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
+KIND_TITLES = {
+    "self": "self-attention",
+    "encoder": "encoder self-attention",
+    "decoder": "decoder self-attention",
+    "cross": "cross-attention (target -> source)",
+}
+
 # how byte-level / sentencepiece tokenizers spell spaces and newlines in their vocabularies
 _DISPLAY = {"\u0120": " ", "\u2581": " ", "\u010a": "\\n", "\n": "\\n", "\t": "\\t"}
 
@@ -34,6 +41,7 @@ class TokenizerLike(Protocol):
 
     pad_id: int | None
     bos_id: int | None
+    eos_id: int | None
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
 
@@ -49,6 +57,21 @@ class AttentionMap:
     query_tokens: list[str]
     key_tokens: list[str]
     weights: Tensor  # (L, H, Tq, Tk), float32 on the CPU
+    layer_ids: list[int] | None = None  # the model's layer number of each row (None: 0..L-1)
+    head_ids: list[int] | None = None  # the model's head number of each column (None: 0..H-1)
+    label: str = ""  # names the text when several are shown, e.g. "text 2"
+
+    def __post_init__(self) -> None:
+        if self.layer_ids is None:
+            self.layer_ids = list(range(self.weights.shape[0]))
+        if self.head_ids is None:
+            self.head_ids = list(range(self.weights.shape[1]))
+
+    @property
+    def title(self) -> str:
+        """E.g. "decoder self-attention", prefixed by the label when there is one."""
+        kind = KIND_TITLES.get(self.kind, self.kind)
+        return f"{self.label}: {kind}" if self.label else kind
 
     @property
     def n_layers(self) -> int:
@@ -60,19 +83,23 @@ class AttentionMap:
 
     def select(self, layer: int | None = None, head: int | None = None) -> AttentionMap:
         """The same map restricted to one layer and/or head (kept as size-1 dimensions)."""
-        weights = self.weights
+        weights, layers, heads = self.weights, self.layer_ids, self.head_ids
         if layer is not None:
             _check_index("layer", layer, self.n_layers)
-            weights = weights[layer : layer + 1]  # (1, H, Tq, Tk)
+            weights, layers = weights[layer : layer + 1], [layers[layer]]  # (1, H, Tq, Tk)
         if head is not None:
             _check_index("head", head, self.n_heads)
-            weights = weights[:, head : head + 1]  # (L', 1, Tq, Tk)
-        return AttentionMap(self.kind, self.query_tokens, self.key_tokens, weights)
+            weights, heads = weights[:, head : head + 1], [heads[head]]  # (L', 1, Tq, Tk)
+        return AttentionMap(
+            self.kind, self.query_tokens, self.key_tokens, weights, layers, heads, self.label
+        )
 
 
 def _check_index(name: str, value: int, size: int) -> None:
     if not 0 <= value < size:
-        raise ValueError(f"--{name} {value} is out of range; this model has {size} ({name}s 0..)")
+        raise ValueError(
+            f"--{name} {value} is out of range: there are {size} ({name}s 0..{size - 1})"
+        )
 
 
 def display_token(token: str | None, token_id: int) -> str:
@@ -105,33 +132,44 @@ def collect_attentions(
     encoder, or the source of an encoder-decoder, whose target goes in ``target_ids`` /
     ``target_mask``. Returns ``{"self": (B, L, H, T, T)}`` or, for an encoder-decoder,
     ``{"encoder": (B, L, H, S, S), "decoder": (B, L', H, T, T), "cross": (B, L', H, T, S)}``.
-    The model is put in eval mode (no dropout on the weights).
+    Inputs are moved to the model's device; the weights come back as float32 on the CPU.
+    The model runs in eval mode (no dropout on the weights) and is left in the mode it had.
     """
     family = getattr(getattr(model, "config", None), "family", None)
-    model.eval()
-    if family == "encoder_decoder":
-        if target_ids is None:
-            raise ValueError("an encoder-decoder model needs target ids (a --target text)")
-        out = model(
-            input_ids,
-            target_ids,
-            source_mask=attention_mask,
-            target_mask=target_mask,
-            output_attentions=True,
-        )
-        kinds = {
-            "encoder": out.encoder_attentions,
-            "decoder": out.decoder_attentions,
-            "cross": out.cross_attentions,
-        }
-    elif family in ("decoder", "encoder"):
-        if target_ids is not None:
-            raise ValueError(f"a {family} model takes one text; target ids are for encoder_decoder")
-        out = model(input_ids, attention_mask=attention_mask, output_attentions=True)
-        kinds = {"self": out.attentions}
-    else:
+    if family not in ("decoder", "encoder", "encoder_decoder"):
         raise ValueError(f"cannot inspect {type(model).__name__}: not an attnlab model family")
-    return {k: torch.stack(v, dim=1).float() for k, v in kinds.items()}  # (B, L, H, Tq, Tk)
+    if family == "encoder_decoder" and target_ids is None:
+        raise ValueError("an encoder-decoder model needs target ids (a --target text)")
+    if family != "encoder_decoder" and target_ids is not None:
+        raise ValueError(f"a {family} model takes one text; target ids are for encoder_decoder")
+    device = next(model.parameters()).device
+
+    def to(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.to(device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        if family == "encoder_decoder":
+            out = model(
+                to(input_ids),
+                to(target_ids),
+                source_mask=to(attention_mask),
+                target_mask=to(target_mask),
+                output_attentions=True,
+            )
+            kinds = {
+                "encoder": out.encoder_attentions,
+                "decoder": out.decoder_attentions,
+                "cross": out.cross_attentions,
+            }
+        else:
+            out = model(to(input_ids), attention_mask=to(attention_mask), output_attentions=True)
+            kinds = {"self": out.attentions}
+    finally:
+        model.train(was_training)
+    # (B, L, H, Tq, Tk) per kind
+    return {k: torch.stack(v, dim=1).float().cpu() for k, v in kinds.items()}
 
 
 def _encode(
@@ -140,26 +178,30 @@ def _encode(
     *,
     what: str,
     max_tokens: int,
-    add_special_tokens: bool,
+    add_special_tokens: bool = False,
     prepend_bos: bool = False,
+    append_eos: bool = False,
 ) -> list[list[int]]:
-    """Token ids per text, truncated to ``max_tokens`` (with a logged note)."""
+    """Token ids per text, truncated to ``max_tokens`` (with a logged note); ``prepend_bos``
+    / ``append_eos`` add the tokenizer's BOS / EOS (when it has them) around the text."""
+    bos = tokenizer.bos_id if prepend_bos else None
+    eos = getattr(tokenizer, "eos_id", None) if append_eos else None
     batch = []
     for n, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{what} #{n} is empty; give some text to look at")
         ids = list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
-        bos = tokenizer.bos_id
-        if prepend_bos and bos is not None and (not ids or ids[0] != bos):
+        if bos is not None and (not ids or ids[0] != bos):
             ids = [bos, *ids]
         if not ids:
             raise ValueError(f"{what} #{n} {text!r} gives no tokens")
-        if len(ids) > max_tokens:
+        room = max_tokens - (eos is not None)
+        if len(ids) > room:
             logger.warning(
-                "%s #%d has %d tokens; showing only the first %d", what, n, len(ids), max_tokens
+                "%s #%d has %d tokens; showing only the first %d", what, n, len(ids), room
             )
-            ids = ids[:max_tokens]
-        batch.append(ids)
+            ids = ids[:room]
+        batch.append(ids if eos is None else [*ids, eos])
     return batch
 
 
@@ -193,7 +235,7 @@ def attention_maps_batch(
     targets: Sequence[str] | None = None,
     target_tokenizer: TokenizerLike | None = None,
     max_tokens: int | None = None,
-    add_special_tokens: bool = True,
+    add_special_tokens: bool | None = None,
 ) -> list[dict[str, AttentionMap]]:
     """Attention maps for several texts run as one right-padded batch; padding is removed
     from every map, so each equals what the text gives alone.
@@ -202,18 +244,39 @@ def attention_maps_batch(
     ``sources`` and ``targets`` (the target is fed to the decoder as teacher-forced input,
     after the tokenizer's BOS when it has one). ``max_tokens`` caps each side (default: the
     model's ``max_seq_len``); longer texts are truncated with a logged warning.
+
+    ``add_special_tokens=None`` encodes texts the way each family is trained: a decoder's
+    text as is, an encoder's with the tokenizer's template (e.g. ``[CLS] ... [SEP]``), an
+    encoder-decoder's source followed by EOS. True or False passes that to
+    ``tokenizer.encode`` for every side instead (the target still starts with BOS).
     """
     family = getattr(getattr(model, "config", None), "family", None)
+    if family not in ("decoder", "encoder", "encoder_decoder"):
+        raise ValueError(f"cannot inspect {type(model).__name__}: not an attnlab model family")
     limit = _model_limit(model, max_tokens)
-    enc = {"max_tokens": limit, "add_special_tokens": add_special_tokens}
+    explicit = add_special_tokens is not None
     if family == "encoder_decoder":
         if texts is not None:
             raise ValueError("an encoder-decoder model takes a source and a target, not a text")
         if not sources or not targets or len(sources) != len(targets):
             raise ValueError("an encoder-decoder model needs as many targets as sources")
         tgt_tok = target_tokenizer or tokenizer
-        src_ids = _encode(tokenizer, sources, what="source", **enc)
-        tgt_ids = _encode(tgt_tok, targets, what="target", prepend_bos=True, **enc)
+        src_ids = _encode(
+            tokenizer,
+            sources,
+            what="source",
+            max_tokens=limit,
+            add_special_tokens=bool(add_special_tokens),
+            append_eos=not explicit,
+        )
+        tgt_ids = _encode(
+            tgt_tok,
+            targets,
+            what="target",
+            max_tokens=limit,
+            add_special_tokens=bool(add_special_tokens),
+            prepend_bos=True,
+        )
         src, src_mask = _pad(src_ids, tokenizer.pad_id)
         tgt, tgt_mask = _pad(tgt_ids, tgt_tok.pad_id)
         weights = collect_attentions(model, src, src_mask, target_ids=tgt, target_mask=tgt_mask)
@@ -239,7 +302,8 @@ def attention_maps_batch(
         raise ValueError(f"a {family} model takes --text, not --source/--target")
     if not texts:
         raise ValueError("give at least one text")
-    batch = _encode(tokenizer, texts, what="text", **enc)
+    special = add_special_tokens if explicit else family == "encoder"
+    batch = _encode(tokenizer, texts, what="text", max_tokens=limit, add_special_tokens=special)
     ids, mask = _pad(batch, tokenizer.pad_id)
     weights = collect_attentions(model, ids, mask)["self"]  # (B, L, H, T, T)
     results = []
@@ -258,7 +322,7 @@ def attention_maps(
     target: str | None = None,
     target_tokenizer: TokenizerLike | None = None,
     max_tokens: int | None = None,
-    add_special_tokens: bool = True,
+    add_special_tokens: bool | None = None,
 ) -> dict[str, AttentionMap]:
     """Attention maps for one text (or one source/target pair for an encoder-decoder):
     ``{"self": map}`` or ``{"encoder": map, "decoder": map, "cross": map}``."""

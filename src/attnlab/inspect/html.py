@@ -101,9 +101,9 @@ _SCRIPT = """
   function fillLayersHeads() {
     var m = current();
     layerSel.innerHTML = ""; headSel.innerHTML = "";
-    for (var l = 0; l < m.weights.length; l++) { option(layerSel, l, "layer " + l); }
+    m.layer_ids.forEach(function (id, l) { option(layerSel, l, "layer " + id); });
     option(headSel, -1, "mean of heads");
-    for (var h = 0; h < m.weights[0].length; h++) { option(headSel, h, "head " + h); }
+    m.head_ids.forEach(function (id, h) { option(headSel, h, "head " + id); });
     headSel.value = "0";
     render();
   }
@@ -116,13 +116,6 @@ _SCRIPT = """
 })();
 """
 
-_TITLES = {
-    "self": "self-attention",
-    "encoder": "encoder self-attention",
-    "decoder": "decoder self-attention",
-    "cross": "cross-attention (target -> source)",
-}
-
 
 def _json_for_script(value: object) -> str:
     """JSON that cannot close the <script> element it sits in."""
@@ -131,15 +124,18 @@ def _json_for_script(value: object) -> str:
 
 
 def attention_page_data(maps: Sequence[AttentionMap]) -> dict:
-    """The JSON object embedded in the page: per map its kind, title, tokens and the
-    (L, H, Tq, Tk) weights as nested lists rounded to ``DECIMALS``."""
+    """The JSON object embedded in the page: per map its kind, title, tokens, the model's
+    layer and head numbers, and the (L, H, Tq, Tk) weights as nested lists rounded to
+    ``DECIMALS``."""
     return {
         "maps": [
             {
                 "kind": m.kind,
-                "title": _TITLES.get(m.kind, m.kind),
+                "title": m.title,
                 "query_tokens": list(m.query_tokens),
                 "key_tokens": list(m.key_tokens),
+                "layer_ids": list(m.layer_ids),
+                "head_ids": list(m.head_ids),
                 "weights": m.weights.detach().float().cpu().round(decimals=DECIMALS).tolist(),
             }
             for m in maps

@@ -1,24 +1,33 @@
-"""How the inspect CLI verbs turn a MODEL argument into a model and its tokenizer: the one
-place to change when the loaders move."""
+"""How the inspect CLI verbs turn a MODEL argument into a model and its tokenizer(s): the
+one place to change when the loaders move."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnlab.models import TransformerModel
+from attnlab.tokenizers import Tokenizer
 
 
-def load_model(name_or_path: str) -> Any:
-    """A ``LoadedModel`` (fields ``model``, ``tokenizer``, ``path``) for a run folder, a model
-    folder or a pretrained name; ValueError/FileNotFoundError naming it otherwise."""
-    try:
-        from attnlab import from_pretrained  # pretrained engineer: folders, .gguf, short names
-    except ImportError:
-        from_pretrained = None
-    if from_pretrained is not None:
-        return from_pretrained(name_or_path)
-    try:
-        from attnlab.checkpoint import load_pretrained  # train engineer: attnlab folders
-    except ImportError as err:
-        raise ValueError(
-            f"cannot load model {name_or_path!r}: this attnlab has no model loader yet"
-        ) from err
-    return load_pretrained(name_or_path)
+@dataclass
+class InspectModel:
+    model: TransformerModel
+    tokenizer: Tokenizer | None
+    path: Path
+    target_tokenizer: Tokenizer | None = None  # an encoder-decoder's own target vocabulary
+
+
+def load_model(name_or_path: str) -> InspectModel:
+    """The model behind a run folder, a model folder (attnlab or Hugging Face), a .gguf file
+    or a bundled name (``minilm``, ``smollm2``), via ``attnlab.from_pretrained``;
+    FileNotFoundError/ValueError naming it otherwise."""
+    from attnlab import from_pretrained
+    from attnlab.checkpoint import TARGET_TOKENIZER_FILE, load_tokenizer
+
+    loaded = from_pretrained(name_or_path)
+    target = getattr(loaded, "target_tokenizer", None)
+    path = Path(loaded.path)
+    if target is None and path.is_dir():  # from_pretrained keeps one tokenizer only
+        target = load_tokenizer(path, TARGET_TOKENIZER_FILE)
+    return InspectModel(loaded.model, loaded.tokenizer, path, target)

@@ -21,12 +21,6 @@ from attnlab.inspect.attention import AttentionMap
 from attnlab.inspect.curves import TrainingCurves
 from attnlab.inspect.positions import RopeCurve
 
-_TITLES = {
-    "self": "self-attention",
-    "encoder": "encoder self-attention",
-    "decoder": "decoder self-attention",
-    "cross": "cross-attention (target -> source)",
-}
 _MAX_PIXELS = 30000  # per side, well under Agg's 2^16 limit
 
 
@@ -100,7 +94,7 @@ def _draw_grid(fig: Figure, amap: AttentionMap, cmap: str) -> None:
         for head in range(n_heads):
             ax = axes[layer, head]
             image = ax.imshow(weights[layer, head], cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto")
-            ax.set_title(f"layer {layer} head {head}", fontsize=7)
+            ax.set_title(f"layer {amap.layer_ids[layer]} head {amap.head_ids[head]}", fontsize=7)
             # token labels on the outer axes only: ticks on every axis of a big model's
             # grid (SmolLM2: 30 x 9) would triple the drawing time
             if layer == n_layers - 1:
@@ -113,7 +107,7 @@ def _draw_grid(fig: Figure, amap: AttentionMap, cmap: str) -> None:
             else:
                 ax.set_yticks([])
             ax.tick_params(length=0)
-    fig.suptitle(_TITLES.get(amap.kind, amap.kind), fontsize=10)
+    fig.suptitle(amap.title, fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
 

@@ -22,8 +22,6 @@ from attnlab.nn.positional import (
     sinusoidal_table,
 )
 
-KINDS = ("sinusoidal", "learned", "rope", "alibi")
-
 
 def sinusoidal_encoding(n_positions: int, dim: int, base: float = 10000.0) -> Tensor:
     """(n_positions, dim) sinusoidal table (the one the models add to their embeddings)."""

@@ -1,5 +1,6 @@
 """Load and save other formats: Hugging Face folders and GGUF files."""
 
+from attnlab.interop.decoding import prepare_for_decoding
 from attnlab.interop.gguf_io import SUPPORTED_TYPES, GGUFContents, dequantize, load_gguf
 from attnlab.interop.hf import load_hf_model, save_hf_model
 from attnlab.interop.pretrained import BUNDLED, LoadedModel, from_pretrained, resolve_name
@@ -13,6 +14,7 @@ __all__ = [
     "from_pretrained",
     "load_gguf",
     "load_hf_model",
+    "prepare_for_decoding",
     "resolve_name",
     "save_hf_model",
 ]

@@ -48,6 +48,7 @@ def tied_names(model: TransformerModel) -> dict[str, str]:
 
 
 def _retie(model: TransformerModel) -> None:
+    """Point every tied weight at the token embedding's (current) parameter."""
     tokens = model.stack.embeddings.tokens.weight
     for name in tied_names(model):
         owner, attr = name.rsplit(".", 1)

@@ -1,6 +1,6 @@
 """GGUF files (llama.cpp's format), read with the ``gguf`` package.
 
-Tensors are dequantized to float with vectorised torch code for F32, F16, BF16, Q8_0, Q4_0
+Tensors are dequantized to float with vectorised numpy code for F32, F16, BF16, Q8_0, Q4_0
 and Q4_1 (block layouts as in ``gguf.quants``); Q5_0, Q5_1 and the K-quants go through
 ``gguf.quants.dequantize``. The Llama architecture maps onto attnlab's ``DecoderLM``; its
 query/key rows are stored permuted for llama.cpp's interleaved RoPE and are put back into
@@ -25,8 +25,8 @@ from torch import Tensor
 
 from attnlab.config import ModelConfig
 from attnlab.interop._build import model_from_state
-from attnlab.interop._tokenizer import Tokenizer
 from attnlab.models import DecoderLM
+from attnlab.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,13 @@ def _nibbles(qs: np.ndarray) -> np.ndarray:
 
 
 def dequantize(data: np.ndarray, qtype: Q, shape: tuple[int, ...], name: str = "") -> Tensor:
-    """A GGUF tensor's raw ``data`` -> float32 tensor of ``shape`` (rows, columns order).
+    """A GGUF tensor's raw ``data`` -> float32 tensor of ``shape`` (rows, columns order)."""
+    return torch.from_numpy(_dequantize(data, qtype, shape, name))
+
+
+def _dequantize(data: np.ndarray, qtype: Q, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``dequantize`` in numpy. Loading stays in single-threaded numpy: on a busy machine
+    every multi-threaded torch op can stall on a descheduled OpenMP thread.
 
     Vectorised numpy over blocks of 32 values:
     Q8_0 block: float16 scale d, 32 int8 q          -> d * q
@@ -108,7 +114,7 @@ def dequantize(data: np.ndarray, qtype: Q, shape: tuple[int, ...], name: str = "
         values = _nibbles(blocks[:, 4:])
         values *= _scales(blocks, 0)
         values += _scales(blocks, 2)
-    return torch.from_numpy(values).reshape(shape)
+    return values.reshape(shape)
 
 
 def _field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
@@ -116,7 +122,7 @@ def _field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
     return default if field is None else field.contents()
 
 
-def _unpermute(w: Tensor, n_heads: int) -> Tensor:
+def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
     """Undo llama.cpp's Q/K row permutation (interleaved RoPE pairs -> rotate-half halves).
 
     llama.cpp stores, within each head, the rows of dimension pairs (j, j + Dh/2) next to
@@ -124,7 +130,7 @@ def _unpermute(w: Tensor, n_heads: int) -> Tensor:
     """
     rows = w.shape[0]
     w = w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:])  # (H, Dh/2, 2, D)
-    return w.transpose(1, 2).reshape(rows, *w.shape[3:])  # (H*Dh, D)
+    return w.swapaxes(1, 2).reshape(rows, *w.shape[3:])  # (H*Dh, D)
 
 
 def _llama_config(reader: gguf.GGUFReader, names: set[str]) -> ModelConfig:
@@ -179,10 +185,10 @@ def _llama_names(config: ModelConfig) -> dict[str, str]:
     return names
 
 
-def read_tensor(tensor: Any) -> Tensor:
+def read_tensor(tensor: Any) -> np.ndarray:
     """One ``ReaderTensor`` dequantized to float32, in PyTorch's (rows, columns) order."""
     shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))  # GGUF lists ne0 first
-    return dequantize(tensor.data, tensor.tensor_type, shape, tensor.name)
+    return _dequantize(tensor.data, tensor.tensor_type, shape, tensor.name)
 
 
 def _llama_state(
@@ -190,19 +196,19 @@ def _llama_state(
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
     tensors = {t.name: t for t in reader.tensors}
 
-    def get(name: str) -> Tensor:
+    def get(name: str) -> np.ndarray:
         if name not in tensors:
             raise ValueError(f"GGUF file has no tensor {name!r}")
         return read_tensor(tensors[name])
 
     names = _llama_names(config)
-    state = {ours: get(theirs) for ours, theirs in names.items()}
+    state = {ours: torch.from_numpy(get(theirs)) for ours, theirs in names.items()}
     for i in range(config.n_layers):
         q = _unpermute(get(f"blk.{i}.attn_q.weight"), config.n_heads)
         k = _unpermute(get(f"blk.{i}.attn_k.weight"), config.n_kv_heads)
         v = get(f"blk.{i}.attn_v.weight")
         name = f"stack.blocks.{i}.self_attn.in_proj.weight"
-        state[name] = torch.cat((q, k, v), dim=0)  # (H*Dh + 2*Hkv*Dh, D)
+        state[name] = torch.from_numpy(np.concatenate((q, k, v)))  # (H*Dh + 2*Hkv*Dh, D)
         names[name] = f"blk.{i}.attn_q/attn_k/attn_v.weight"
     return state, names
 

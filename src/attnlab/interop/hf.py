@@ -15,9 +15,9 @@ from tokenizers import Tokenizer as HFTokenizer
 from torch import Tensor
 
 from attnlab.interop._build import model_from_state
-from attnlab.interop._tokenizer import Tokenizer
 from attnlab.interop.layouts import from_attnlab, layout_for, layout_for_config, to_attnlab
 from attnlab.models import TransformerModel
+from attnlab.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +60,14 @@ def read_tokenizer(folder: Path) -> Tokenizer | None:
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (folder / name).is_file():
             special.update(json.loads((folder / name).read_text(encoding="utf-8")))
-    return Tokenizer(
-        hf,
-        pad_token=_token(special.get("pad_token")),
-        bos_token=_token(special.get("bos_token") or special.get("cls_token")),
-        eos_token=_token(special.get("eos_token") or special.get("sep_token")),
-        unk_token=_token(special.get("unk_token")),
-    )
+    roles = {
+        "pad_token": _token(special.get("pad_token")),
+        "bos_token": _token(special.get("bos_token") or special.get("cls_token")),
+        "eos_token": _token(special.get("eos_token") or special.get("sep_token")),
+        "unk_token": _token(special.get("unk_token")),
+    }
+    # a role the folder does not name is looked up by its usual names ("auto")
+    return Tokenizer(hf, **{k: v for k, v in roles.items() if v is not None})
 
 
 def read_config(folder: Path) -> dict[str, Any]:

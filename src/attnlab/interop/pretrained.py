@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 
-from attnlab.interop._tokenizer import Tokenizer
+from attnlab import checkpoint
 from attnlab.interop.gguf_io import load_gguf
 from attnlab.interop.hf import load_hf_model
-from attnlab.models import TransformerModel
 
 
 @dataclass(frozen=True)
@@ -34,13 +33,10 @@ BUNDLED: dict[str, BundledModel] = {
 
 
 @dataclass
-class LoadedModel:
-    """A model with its tokenizer; ``chat_template`` is the Jinja template a chat model
-    ships with (GGUF metadata), None otherwise."""
+class LoadedModel(checkpoint.LoadedModel):
+    """``attnlab.checkpoint.LoadedModel`` plus the Jinja chat template a chat model ships
+    with (GGUF metadata), None otherwise."""
 
-    model: TransformerModel
-    tokenizer: Tokenizer | None
-    path: Path
     chat_template: str | None = None
 
 
@@ -66,7 +62,9 @@ def from_pretrained(name_or_path: str | Path, *, dtype: torch.dtype = torch.floa
     path = resolve_name(name) if name in BUNDLED else Path(name)
     if path.is_file() and path.suffix == ".gguf":
         contents = load_gguf(path, dtype=dtype)
-        return LoadedModel(contents.model, contents.tokenizer, path, contents.chat_template)
+        return LoadedModel(
+            contents.model, contents.tokenizer, path, chat_template=contents.chat_template
+        )
     if path.is_file():
         raise ValueError(f"{path} is not a model: give a folder or a .gguf file")
     if not path.is_dir():
@@ -78,9 +76,7 @@ def from_pretrained(name_or_path: str | Path, *, dtype: torch.dtype = torch.floa
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a model folder: it has no config.json")
     if "model_type" not in json.loads(config_file.read_text(encoding="utf-8")):
-        from attnlab.checkpoint import load_pretrained
-
-        loaded = load_pretrained(path)
-        return LoadedModel(loaded.model.to(dtype), loaded.tokenizer, path)
+        loaded = checkpoint.load_pretrained(path, dtype=dtype)
+        return LoadedModel(loaded.model, loaded.tokenizer, path, loaded.target_tokenizer)
     model, tokenizer = load_hf_model(path, dtype=dtype)
     return LoadedModel(model, tokenizer, path)

@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from attnlab.config import ModelConfig
 from attnlab.nn.attention import MultiHeadAttention
+from attnlab.nn.cache import KVCache
 
 
 class TransformerModel(nn.Module):
     """Base class of the three families."""
 
     config: ModelConfig
+
+    def new_cache(
+        self,
+        batch_size: int,
+        max_len: int | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        """An empty KV cache for the causal stack (the decoder of an encoder-decoder): room for
+        ``batch_size`` sequences of up to ``max_len`` positions (default: max_seq_len), in the
+        parameters' dtype and device unless given."""
+        c = self.config
+        if c.family == "encoder":
+            raise ValueError("an encoder-only model has no KV cache: it does not generate")
+        weight = next(self.parameters())
+        return KVCache(
+            c.n_decoder_layers if c.family == "encoder_decoder" else c.n_layers,
+            batch_size,
+            c.n_kv_heads,
+            c.head_dim,
+            max_len or c.max_seq_len,
+            dtype=dtype or weight.dtype,
+            device=device or weight.device,
+        )
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Distinct trainable parameters (tied weights counted once)."""

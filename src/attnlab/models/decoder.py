@@ -3,7 +3,6 @@ vocabulary."""
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -44,27 +43,6 @@ class DecoderLM(TransformerModel):
         init_weights(self, config)
         if config.tie_embeddings:
             self.lm_head.weight = self.stack.embeddings.tokens.weight
-
-    def new_cache(
-        self,
-        batch_size: int,
-        max_len: int | None = None,
-        *,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> KVCache:
-        """An empty KV cache for ``batch_size`` sequences of up to ``max_len`` positions."""
-        weight = self.lm_head.weight
-        c = self.config
-        return KVCache(
-            c.n_layers,
-            batch_size,
-            c.n_kv_heads,
-            c.head_dim,
-            max_len or c.max_seq_len,
-            dtype=dtype or weight.dtype,
-            device=device or weight.device,
-        )
 
     def forward(
         self,

@@ -3,7 +3,6 @@ causal decoder over the target that cross-attends to the encoder's output."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from attnlab.config import ModelConfig
@@ -49,27 +48,6 @@ class EncoderDecoderModel(TransformerModel):
         init_weights(self, config)
         if config.tie_embeddings:
             self.lm_head.weight = self.decoder.embeddings.tokens.weight
-
-    def new_cache(
-        self,
-        batch_size: int,
-        max_len: int | None = None,
-        *,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> KVCache:
-        """An empty decoder KV cache (self-attention plus cross-attention keys/values)."""
-        weight = self.lm_head.weight
-        c = self.config
-        return KVCache(
-            c.n_decoder_layers,
-            batch_size,
-            c.n_kv_heads,
-            c.head_dim,
-            max_len or c.max_seq_len,
-            dtype=dtype or weight.dtype,
-            device=device or weight.device,
-        )
 
     def encode(
         self,

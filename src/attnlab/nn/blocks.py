@@ -55,7 +55,8 @@ class EncoderBlock(nn.Module):
         return norm(x) if self.pre_norm else x
 
     def _sublayer_output(self, x: Tensor, out: Tensor, norm: nn.Module) -> Tensor:
-        out = F.dropout(out, self.dropout, self.training)
+        if self.training and self.dropout:  # skip the call when it is the identity
+            out = F.dropout(out, self.dropout, True)
         return x + out if self.pre_norm else norm(x + out)
 
     def _feed_forward(self, x: Tensor) -> Tensor:

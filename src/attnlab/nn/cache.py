@@ -34,13 +34,22 @@ class KVCache:
         self.max_len = max_len
         self.length = 0
         self.cross: list[tuple[Tensor, Tensor] | None] = [None] * n_layers
+        self._layers = [LayerKVCache(self, i) for i in range(n_layers)]
+        self._split()
+
+    def _split(self) -> None:
+        """Per-layer views (B, Hkv, S, Dh) of ``keys``/``values``, so that a decoding step
+        does not index the 5-d tensors again for every layer."""
+        # select (one view each), not unbind: autograd forbids writing into unbind's views
+        self.layer_keys = [self.keys[i] for i in range(self.keys.shape[0])]
+        self.layer_values = [self.values[i] for i in range(self.values.shape[0])]
 
     @property
     def batch_size(self) -> int:
         return self.keys.shape[1]
 
     def layer(self, index: int) -> LayerKVCache:
-        return LayerKVCache(self, index)
+        return self._layers[index]
 
     def advance(self, n_tokens: int) -> None:
         """Mark ``n_tokens`` more positions as filled (called by the model after all layers)."""
@@ -50,6 +59,7 @@ class KVCache:
         """Keep rows ``batch_index`` of the batch, in that order (beam search reordering)."""
         self.keys = self.keys.index_select(1, batch_index)
         self.values = self.values.index_select(1, batch_index)
+        self._split()
         self.cross = [
             None
             if kv is None
@@ -79,9 +89,12 @@ class LayerKVCache:
             raise ValueError(
                 f"KV cache overflow: {end} positions needed, cache holds {self.cache.max_len}"
             )
-        self.cache.keys[self.index, :, :, start:end] = k
-        self.cache.values[self.index, :, :, start:end] = v
-        return self.cache.keys[self.index, :, :, :end], self.cache.values[self.index, :, :, :end]
+        n_new = k.shape[2]
+        keys = self.cache.layer_keys[self.index]  # (B, Hkv, max_len, Dh)
+        values = self.cache.layer_values[self.index]
+        keys.narrow(2, start, n_new).copy_(k)
+        values.narrow(2, start, n_new).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
     @property
     def cross_kv(self) -> tuple[Tensor, Tensor] | None:

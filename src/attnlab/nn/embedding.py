@@ -50,4 +50,6 @@ class Embeddings(nn.Module):
             x = x + self.token_types(types)
         if self.norm is not None:
             x = self.norm(x)
-        return F.dropout(x, self.dropout, self.training)
+        if self.training and self.dropout:  # skip the call when it is the identity
+            x = F.dropout(x, self.dropout, True)
+        return x

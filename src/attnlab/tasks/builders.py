@@ -8,9 +8,9 @@ per batch side, default 4096), ``max_len`` (default 128), ``num_beams`` (5),
 ``length_penalty`` (0.6), ``bleu_sentences`` (validation pairs decoded at each evaluation;
 0 = loss only; default all).
 
-classification: ``max_tokens`` (4096), ``max_len`` (128), ``max_batch_size`` (128),
-``label_column``/``text_column`` (user files with a header), ``init_from`` (a pretrained
-encoder for ``attnlab.from_pretrained``, e.g. ``minilm``: fine-tune it with a new head).
+classification: ``max_tokens`` (4096), ``max_len`` (128), ``label_column``/``text_column``
+(user files with a header), ``init_from`` (a pretrained encoder for
+``attnlab.from_pretrained``, e.g. ``minilm``: fine-tune it with a new head).
 
 ``data``: a built-in corpus name (``multi30k``; ``sst2``), or a folder holding the user's
 files: ``train.SRC``/``train.TGT`` and ``val.SRC``/``val.TGT`` (``.gz`` allowed) for
@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from attnlab.data.classification import ClassificationDataset, load_classification
 from attnlab.data.parallel import ParallelCorpus, load_parallel, read_parallel_files
 from attnlab.tasks.classification import ClassificationTask, with_classifier_head
 from attnlab.tasks.translation import TranslationTask
+from attnlab.tokenizers import Tokenizer, tokenizer_from_spec
+
+if TYPE_CHECKING:  # attnlab.training imports this module to register the tasks
+    from attnlab.training.task import TaskSetup
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ TRANSLATION_OPTIONS = (
 CLASSIFICATION_OPTIONS = (
     "max_tokens",
     "max_len",
-    "max_batch_size",
     "label_column",
     "text_column",
     "init_from",
@@ -72,28 +73,23 @@ def _find(folder: Path, stems: tuple[str, ...], suffixes: tuple[str, ...]) -> Pa
     raise FileNotFoundError(f"{folder} holds none of: {names}")
 
 
-def _tokenizer(config: Any, texts: list[str]):  # noqa: ANN202
-    from attnlab.tokenizers import Tokenizer, train_bpe_tokenizer, train_char_tokenizer
-
-    if config.tokenizer == "bpe":
-        return train_bpe_tokenizer(texts, config.bpe_vocab_size)
-    if config.tokenizer == "char":
-        return train_char_tokenizer(texts)
-    return Tokenizer.from_file(config.tokenizer)
-
-
 def load_translation_data(
     data: str, source_lang: str = "de", target_lang: str = "en"
 ) -> tuple[ParallelCorpus, ParallelCorpus]:
     """Train and validation pairs of a built-in corpus or of a folder of aligned files."""
-    if not Path(data).exists():
+    from attnlab.data.parallel import PARALLEL_CORPORA
+
+    if data in PARALLEL_CORPORA:
         return (
             load_parallel(data, "train", source_lang=source_lang, target_lang=target_lang),
             load_parallel(data, "val", source_lang=source_lang, target_lang=target_lang),
         )
     folder = Path(data)
     if not folder.is_dir():
-        raise ValueError(f"translation data {data} must be a corpus name or a folder")
+        raise FileNotFoundError(
+            f"translation data {data!r} is neither a built-in corpus "
+            f"({', '.join(sorted(PARALLEL_CORPORA))}) nor a folder"
+        )
     splits = []
     for stems in (("train",), ("val", "valid", "dev")):
         pair = [
@@ -103,20 +99,27 @@ def load_translation_data(
     return splits[0], splits[1]
 
 
-def build_translation(config: Any) -> tuple[TranslationTask, Any, nn.Module]:
-    """(task, tokenizer, model) for ``task: translation``: one shared BPE vocabulary over
-    both languages and an encoder-decoder sized from ``config.model``."""
-    from attnlab.models import build_model
+def build_translation(
+    config: Any, tokenizer: Tokenizer | None = None, target_tokenizer: Tokenizer | None = None
+) -> TaskSetup:
+    """``task: translation``: one shared vocabulary over both languages (BPE trained on the
+    training pairs unless a resumed run brings its tokenizer) and an encoder-decoder sized
+    from ``config.model``."""
+    from attnlab.training.task import TaskSetup
 
+    if target_tokenizer is not None:
+        raise ValueError("task translation uses one shared tokenizer, not a target tokenizer")
     opts = _options(config, TRANSLATION_OPTIONS, "translation")
     train, val = load_translation_data(
         config.data, opts.get("source_lang", "de"), opts.get("target_lang", "en")
     )
-    tokenizer = _tokenizer(config, [*train.source, *train.target])
+    if tokenizer is None:
+        texts = [*train.source, *train.target]
+        tokenizer = tokenizer_from_spec(config.tokenizer, texts, config.bpe_vocab_size)
     model_config = config.model_config(tokenizer.vocab_size)
     if model_config.family != "encoder_decoder":
         raise ValueError(
-            f"task translation needs model.family=encoder_decoder, got {model_config.family}"
+            f"task translation trains an encoder_decoder; got family={model_config.family!r}"
         )
     task = TranslationTask(
         tokenizer,
@@ -128,7 +131,7 @@ def build_translation(config: Any) -> tuple[TranslationTask, Any, nn.Module]:
         length_penalty=opts.get("length_penalty", 0.6),
         bleu_sentences=opts.get("bleu_sentences"),
     )
-    return task, tokenizer, build_model(model_config)
+    return TaskSetup(task, model_config, tokenizer)
 
 
 def load_classification_data(
@@ -153,42 +156,59 @@ def load_classification_data(
     return train, val
 
 
-def build_classification(config: Any) -> tuple[ClassificationTask, Any, nn.Module]:
-    """(task, tokenizer, model) for ``task: classification``: an encoder classifier from
-    scratch (BPE trained on the training texts) or a pretrained encoder (``init_from``)
-    with a new head; the label names are kept in the model config."""
-    from attnlab.models import build_model
+def build_classification(
+    config: Any, tokenizer: Tokenizer | None = None, target_tokenizer: Tokenizer | None = None
+) -> TaskSetup:
+    """``task: classification``: an encoder classifier from scratch (tokenizer trained on the
+    training texts) or a pretrained encoder (``init_from``) with a new head. The label names
+    are kept in the model config; ``batch_size`` caps the texts per batch."""
+    from attnlab.training.task import TaskSetup
 
     opts = _options(config, CLASSIFICATION_OPTIONS, "classification")
     train, val = load_classification_data(
         config.data, opts.get("label_column", "label"), opts.get("text_column", "text")
     )
+    initial_state = None
     init_from = opts.get("init_from")
     if init_from:
         from attnlab import from_pretrained
 
         loaded = from_pretrained(init_from)
-        tokenizer = loaded.tokenizer
-        pooling = config.model.get("pooling", "mean")
+        if tokenizer is None:  # the project's Tokenizer class over the same pipeline
+            pretrained = loaded.tokenizer
+            tokenizer = Tokenizer(
+                pretrained.hf,
+                **{
+                    f"{role}_token": getattr(pretrained, f"{role}_token", "auto")
+                    for role in ("pad", "bos", "eos", "unk")
+                },
+            )
         model = with_classifier_head(
-            loaded.model, train.label_names, pooling=pooling, dropout=config.model.get("dropout")
+            loaded.model,
+            train.label_names,
+            pooling=config.model.get("pooling", "mean"),
+            dropout=config.model.get("dropout"),
         )
+        model_config, initial_state = model.config, model.state_dict()
     else:
-        tokenizer = _tokenizer(config, train.texts)
+        if tokenizer is None:
+            tokenizer = tokenizer_from_spec(config.tokenizer, train.texts, config.bpe_vocab_size)
         model_config = config.model_config(
             tokenizer.vocab_size,
-            family="encoder",
-            encoder_head="classifier",
             num_labels=train.num_labels,
             label_names=train.label_names,
         )
-        model = build_model(model_config)
+    if model_config.family != "encoder" or model_config.encoder_head != "classifier":
+        raise ValueError(
+            "task classification trains family=encoder with encoder_head=classifier; got "
+            f"family={model_config.family!r}, encoder_head={model_config.encoder_head!r}"
+        )
     task = ClassificationTask(
         tokenizer,
         train,
         val,
         max_tokens=opts.get("max_tokens", 4096),
-        max_len=min(opts.get("max_len", 128), model.config.max_seq_len),
-        max_batch_size=opts.get("max_batch_size", 128),
+        max_len=min(opts.get("max_len", 128), model_config.max_seq_len),
+        max_batch_size=config.batch_size,
     )
-    return task, tokenizer, model
+    return TaskSetup(task, model_config, tokenizer, initial_state=initial_state)

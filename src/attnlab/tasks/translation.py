@@ -26,6 +26,7 @@ from attnlab.data.bucketing import (
 )
 from attnlab.data.parallel import ParallelCorpus
 from attnlab.evaluation.metrics import bleu, chrf
+from attnlab.tasks.classification import _encode_all
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def encode_source(tokenizer, texts: Sequence[str], max_len: int) -> list[list[in
     """Source token ids ending in EOS, cut to ``max_len`` (EOS kept)."""
     eos = tokenizer.eos_id
     out = []
-    for ids in tokenizer.encode_batch(list(texts)):
+    for ids in _encode_all(tokenizer, texts, add_special_tokens=False):
         out.append([*ids[: max_len - 1], eos])
     return out
 
@@ -83,8 +84,8 @@ class TranslationTask:
         self._sampler = LengthBucketSampler(lengths, self.max_tokens)
 
     def _encode(self, corpus: ParallelCorpus, *, drop_long: bool) -> list:
-        src = [[*ids, self.eos_id] for ids in self.tokenizer.encode_batch(corpus.source)]
-        tgt = self.tokenizer.encode_batch(corpus.target)
+        src = [[*ids, self.eos_id] for ids in _encode_all(self.tokenizer, corpus.source, False)]
+        tgt = _encode_all(self.tokenizer, corpus.target, False)
         pairs, dropped = [], 0
         for s, t in zip(src, tgt, strict=True):
             if len(s) > self.max_len or len(t) + 1 > self.max_len:
@@ -129,22 +130,30 @@ class TranslationTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """``loss`` (mean per target token, label smoothing off) over the whole validation
-        split, ``ppl``, and ``bleu``/``chrf`` of beam-search translations."""
+        """Over the whole validation split: ``loss``, the mean per target token with the
+        model's label smoothing (comparable with the training loss; the trainer keeps
+        ``best/`` by it), ``nll`` and ``nll_ppl`` without smoothing, and ``bleu``/``chrf`` of
+        beam-search translations."""
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        total, count = 0.0, 0
+        smoothing = model.config.label_smoothing
+        total, nll, count = 0.0, 0.0, 0
         lengths = [max(len(s), len(t) + 1) for s, t in self._val_ids]
         for indices in token_batches(lengths, self.max_tokens, shuffle=False):
             batch = self._collate(self._val_ids, indices, device)
             out = model(**{k: v for k, v in batch.items() if k != "targets"})
             logits = out.logits.float().flatten(0, 1)  # (B*T, V)
             targets = batch["targets"].flatten()  # (B*T,)
-            total += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            ce = nn.functional.cross_entropy
+            total += float(ce(logits, targets, reduction="sum", label_smoothing=smoothing))
+            nll += float(ce(logits, targets, reduction="sum"))
             count += int((targets != -100).sum())
-        loss = total / count
-        metrics = {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+        metrics = {
+            "loss": total / count,
+            "nll": nll / count,
+            "nll_ppl": math.exp(min(nll / count, 50.0)),
+        }
         if self.bleu_sentences != 0:
             n = len(self.val) if self.bleu_sentences is None else self.bleu_sentences
             scores = score_translations(

@@ -43,6 +43,8 @@ class TrainConfig(_JsonConfig):
     block_size: int | None = None  # context length of training windows; None: max_seq_len
     # model
     model: dict[str, Any] = field(default_factory=dict)
+    # settings only one task reads (see that task's builder, e.g. attnlab.tasks.builders)
+    task_options: dict[str, Any] = field(default_factory=dict)
     # where, how
     out_dir: str | None = None  # None: runs/<name>, numbered if it holds a run already
     seed: int = 1337  # initial weights, dropout and the order of training windows
@@ -81,6 +83,8 @@ class TrainConfig(_JsonConfig):
             )
         if self.block_size is not None:
             _check_positive("block_size", self.block_size)
+        if not isinstance(self.task_options, dict):
+            raise ValueError(f"task_options must be a mapping, got {self.task_options!r}")
         if not isinstance(self.model, dict):
             raise ValueError(f"model must be a mapping of ModelConfig fields, got {self.model!r}")
         derived = sorted(set(self.model) & set(_DERIVED_MODEL_KEYS))

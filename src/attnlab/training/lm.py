@@ -4,6 +4,7 @@ validation split for evaluation."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -92,7 +93,7 @@ def evaluate_lm(
     return metrics
 
 
-def chars_per_token(val_ids: np.ndarray, decode) -> float:  # noqa: ANN001 - a decode callable
+def chars_per_token(val_ids: np.ndarray, decode: Callable[[np.ndarray], str]) -> float:
     """Characters of decoded text per token of ``val_ids``."""
     return len(decode(val_ids)) / max(len(val_ids), 1)
 

@@ -48,6 +48,8 @@ def new_run(config: TrainConfig) -> Trainer:
     setup = build_task(config)
     torch.manual_seed(config.seed)  # the model's initial weights (and dropout) follow the seed
     model = build_model(setup.model_config)
+    if setup.initial_state is not None:
+        model.load_state_dict(setup.initial_state)
     return Trainer(
         model,
         setup.task,

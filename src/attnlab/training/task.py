@@ -74,3 +74,5 @@ class TaskSetup:
     model_config: ModelConfig
     tokenizer: Tokenizer | None
     target_tokenizer: Tokenizer | None = None
+    # weights to start a fresh run from (fine-tuning a pretrained model); None: random init
+    initial_state: dict[str, Tensor] | None = None

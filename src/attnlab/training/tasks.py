@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from attnlab.tasks.builders import build_classification, build_translation
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.config import TrainConfig
 from attnlab.training.lm import build_lm_task
@@ -17,6 +18,8 @@ TaskBuilder = Callable[[TrainConfig, Tokenizer | None, Tokenizer | None], TaskSe
 
 TASKS: dict[str, TaskBuilder] = {
     "lm": build_lm_task,
+    "translation": build_translation,
+    "classification": build_classification,
 }
 
 

@@ -218,7 +218,7 @@ class Trainer:
     def _evaluate_and_save(self, wall_start: float) -> dict[str, float]:
         metrics = self.evaluate()
         if not math.isfinite(metrics["loss"]):
-            self._diverged(f"validation loss is {metrics['loss']}")
+            self._diverged(f"validation loss is {metrics['loss']}", self.step)
         self.last_val = metrics
         self._write_metrics(
             {"step": self.step, "time": self._wall(wall_start), "split": "val", **metrics}
@@ -255,13 +255,16 @@ class Trainer:
             return "until_step"
         return None
 
-    def _diverged(self, what: str) -> None:
+    def _diverged(self, what: str, step: int | None = None) -> None:
+        """Raise TrainingDivergedError about ``what`` at ``step`` (default: the step being
+        taken)."""
         where = (
             "no checkpoint was saved yet"
             if self.saved_step is None
             else f"the last good checkpoint (step {self.saved_step}) is in {self.out_dir}"
         )
-        raise TrainingDivergedError(f"{what} at step {self.step + 1}; training stopped, {where}")
+        step = self.step + 1 if step is None else step
+        raise TrainingDivergedError(f"{what} at step {step}; training stopped, {where}")
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

@@ -1,0 +1,159 @@
+"""GGUF: dequantization against the gguf package's reference, and bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+
+from attnlab import from_pretrained  # noqa: E402
+from attnlab.interop import dequantize  # noqa: E402
+from attnlab.interop.gguf_io import _unpermute  # noqa: E402
+
+Q = gguf.GGMLQuantizationType
+
+
+@pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
+def test_dequantize_matches_gguf_reference(qtype: str) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((6, 256)).astype(np.float32) * 3
+    kind = Q[qtype]
+    raw = gguf.quants.quantize(values, kind)
+    want = gguf.quants.dequantize(raw, kind).astype(np.float32)
+    got = dequantize(raw, kind, (6, 256))
+    assert got.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), want)
+    # quantization is lossy but close: the values really were decoded, not just copied
+    tolerance = {"F32": 0, "F16": 0.01, "BF16": 0.05, "Q8_0": 0.05}.get(qtype, 1.0)
+    assert np.abs(got.numpy() - values).max() <= tolerance
+
+
+def test_unpermute_undoes_llama_cpp_permutation() -> None:
+    """llama.cpp's converter permutes rows of Q/K as reshape(H, 2, Dh/2).swapaxes(1, 2)."""
+    heads, head_dim, width = 3, 8, 5
+    w = np.random.default_rng(0).standard_normal((heads * head_dim, width))
+    permuted = w.reshape(heads, 2, head_dim // 2, width).swapaxes(1, 2).reshape(w.shape)
+    np.testing.assert_array_equal(_unpermute(permuted, heads), w)
+
+
+def _write_gguf(path: Path, arch: str, tensor_type: Q | None = None) -> None:
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(1)
+    if tensor_type is None:
+        writer.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
+    else:  # raw bytes of one 32-value block of this type, per row
+        block = gguf.GGML_QUANT_SIZES[tensor_type][1]
+        data = np.zeros((4, block), dtype=np.uint8)
+        writer.add_tensor("token_embd.weight", data, raw_dtype=tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_unsupported_gguf_architecture(tmp_path: Path) -> None:
+    _write_gguf(tmp_path / "m.gguf", "mamba")
+    with pytest.raises(ValueError, match="architecture 'mamba' is not supported; supported: llama"):
+        from_pretrained(tmp_path / "m.gguf")
+
+
+def test_unknown_quantization_type_is_named() -> None:
+    raw = np.zeros((4, gguf.GGML_QUANT_SIZES[Q.IQ4_NL][1]), dtype=np.uint8)
+    with pytest.raises(ValueError, match="'blk.0.ffn_up.weight' uses GGUF type IQ4_NL.*Q4_1"):
+        dequantize(raw, Q.IQ4_NL, (4, 32), "blk.0.ffn_up.weight")
+
+
+def test_not_a_gguf_file(tmp_path: Path) -> None:
+    (tmp_path / "x.gguf").write_bytes(b"not a gguf file at all")
+    with pytest.raises(ValueError, match="not a readable GGUF file"):
+        from_pretrained(tmp_path / "x.gguf")
+
+
+def test_chat_template_is_rendered_and_errors_are_value_errors() -> None:
+    from attnlab.interop.chat import render_chat
+
+    template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    text = render_chat(template, [{"role": "user", "content": "hi"}])
+    assert text == "<user>hi\n<assistant>"
+    with pytest.raises(ValueError, match="chat template failed: no system"):
+        render_chat("{{ raise_exception('no system') }}", [])
+
+
+def _llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """What llama.cpp's converter does to Q/K rows (rotate-half -> interleaved pairs)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, 2, rows // n_heads // 2, w.shape[1]).swapaxes(1, 2).reshape(w.shape)
+
+
+def test_tiny_llama_gguf_with_mixed_types_matches_transformers(tmp_path: Path) -> None:
+    """A random 2-layer Llama written as GGUF with every fast type (F32, F16, Q8_0, Q4_0,
+    Q4_1) plus Q5_0, grouped K/V heads and an untied output matrix."""
+    transformers = pytest.importorskip("transformers")
+    heads, kv_heads, width, ff, layers, vocab = 4, 2, 64, 96, 2, 128
+    head_dim = width // heads
+    rng = np.random.default_rng(0)
+    writer = gguf.GGUFWriter(str(tmp_path / "tiny.gguf"), "llama")
+    writer.add_block_count(layers)
+    writer.add_context_length(64)
+    writer.add_embedding_length(width)
+    writer.add_feed_forward_length(ff)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_vocab_size(vocab)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["<s>", "</s>"] + [chr(0x100 + i) for i in range(2, vocab)])
+    writer.add_token_types([3, 3] + [1] * (vocab - 2))
+    writer.add_token_merges([])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+
+    def add(name: str, rows: int, cols: int, kind: Q, offset: float = 0.0, heads_: int = 0):
+        values = (offset + 0.1 * rng.standard_normal((rows, cols))).astype(np.float32)
+        if heads_:
+            values = _llama_cpp_permute(values, heads_)
+        if kind == Q.F32:
+            writer.add_tensor(name, values[0] if rows == 1 else values)
+        elif kind == Q.F16:
+            writer.add_tensor(name, values.astype(np.float16))
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(values, kind), raw_dtype=kind)
+
+    add("token_embd.weight", vocab, width, Q.Q8_0)
+    add("output_norm.weight", 1, width, Q.F32, offset=1.0)
+    add("output.weight", vocab, width, Q.F16)
+    for i in range(layers):
+        add(f"blk.{i}.attn_norm.weight", 1, width, Q.F32, offset=1.0)
+        add(f"blk.{i}.ffn_norm.weight", 1, width, Q.F32, offset=1.0)
+        add(f"blk.{i}.attn_q.weight", heads * head_dim, width, Q.Q4_0, heads_=heads)
+        add(f"blk.{i}.attn_k.weight", kv_heads * head_dim, width, Q.Q4_1, heads_=kv_heads)
+        add(f"blk.{i}.attn_v.weight", kv_heads * head_dim, width, Q.Q8_0)
+        add(f"blk.{i}.attn_output.weight", width, width, Q.F16)
+        add(f"blk.{i}.ffn_gate.weight", ff, width, Q.Q5_0)
+        add(f"blk.{i}.ffn_up.weight", ff, width, Q.Q4_1)
+        add(f"blk.{i}.ffn_down.weight", width, ff, Q.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    loaded = from_pretrained(tmp_path / "tiny.gguf")
+    assert not loaded.model.config.tie_embeddings
+    assert loaded.model.config.n_kv_heads == kv_heads
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path, gguf_file="tiny.gguf", dtype=torch.float32
+    ).eval()
+    ids = torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.model(ids).logits, ref(input_ids=ids).logits, atol=1e-5, rtol=0
+        )

@@ -1,0 +1,130 @@
+"""The classification task end to end with the one Trainer: a tiny sentiment set (CSV with a
+header, string labels) separated perfectly by an encoder with a pooled head; metrics, label
+names kept in the run folder, and the classify verb."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from attnlab.tasks import classify
+from attnlab.training import TrainConfig, new_run
+
+
+def sentiment_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """(label, text): one sentiment word among neutral filler words decides the label."""
+    rng = random.Random(seed)
+    good, bad = ["good", "great", "fine"], ["bad", "awful", "dull"]
+    filler = ["the", "movie", "was", "plot", "really", "and", "a", "film", "acting", "quite"]
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = [rng.choice(filler) for _ in range(rng.randint(2, 8))]
+        words.insert(rng.randint(0, len(words)), rng.choice(good if label == "pos" else bad))
+        rows.append((label, " ".join(words)))
+    return rows
+
+
+def make_sentiment_dir(root) -> object:
+    """A folder with train.csv (600 rows) and val.csv (80), header ``text,label``."""
+    folder = root / "sentiment"
+    folder.mkdir()
+    for split, n, seed in (("train", 600, 0), ("val", 80, 1)):
+        lines = ["text,label"] + [f"{text},{label}" for label, text in sentiment_rows(n, seed)]
+        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module", params=["mean", "cls"])
+def trained_run(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"sentiment-{request.param}")
+    data = make_sentiment_dir(root)
+    config = TrainConfig(
+        name="sentiment",
+        task="classification",
+        data=str(data),
+        tokenizer="bpe",
+        bpe_vocab_size=300,
+        out_dir=str(root / "run"),
+        model=dict(
+            family="encoder",
+            encoder_head="classifier",
+            pooling=request.param,
+            d_model=32,
+            n_heads=2,
+            n_layers=2,
+            max_seq_len=32,
+            dropout=0.0,
+        ),
+        device="cpu",
+        compile=False,  # variable-length batches
+        bf16=False,
+        num_threads=1,
+        batch_size=32,
+        max_steps=150,
+        warmup_steps=10,
+        lr=3e-3,
+        min_lr=3e-4,
+        weight_decay=0.0,
+        eval_interval=1000,
+        progress=False,
+    )
+    torch.manual_seed(0)
+    trainer = new_run(config)
+    result = trainer.train()
+    return trainer, result
+
+
+def test_tiny_sentiment_set_is_separated_perfectly(trained_run) -> None:
+    trainer, result = trained_run
+    assert result.val_metrics["accuracy"] == 1.0
+    assert result.val_metrics["macro_f1"] == 1.0
+    report = trainer.task.report(trainer.model)
+    assert report["labels"] == ["neg", "pos"]
+    n_neg = trainer.task.val.labels.count(0)
+    n_pos = len(trainer.task.val) - n_neg
+    assert report["confusion_matrix"] == [[n_neg, 0], [0, n_pos]]
+
+
+def test_label_names_travel_with_the_model(trained_run) -> None:
+    from attnlab.checkpoint import load_pretrained
+
+    trainer, _ = trained_run
+    for folder in (trainer.out_dir, trainer.out_dir / "best"):
+        loaded = load_pretrained(folder)
+        assert loaded.model.config.label_names == ["neg", "pos"]
+    results = classify(trainer.model, trainer.task.tokenizer, ["a great film", "the dull plot"])
+    assert [r["label"] for r in results] == ["pos", "neg"]
+    for r in results:
+        assert sum(r["scores"].values()) == pytest.approx(1.0)
+        assert r["probability"] == max(r["scores"].values())
+
+
+def test_cli_classify_text_and_file(trained_run, tmp_path, capsys) -> None:
+    from attnlab.cli import main
+
+    trainer, _ = trained_run
+    run_dir = str(trainer.out_dir)
+    assert main(["classify", run_dir, "the acting was awful"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] == "neg"
+    path = tmp_path / "texts.txt"
+    path.write_text("really good movie\na bad film\n")
+    assert main(["classify", run_dir, "--file", str(path), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(d["text"], d["label"]) for d in lines] == [
+        ("really good movie", "pos"),
+        ("a bad film", "neg"),
+    ]
+
+
+def test_unknown_label_in_validation_file(tmp_path) -> None:
+    from attnlab.tasks.builders import load_classification_data
+
+    data = make_sentiment_dir(tmp_path)
+    with open(data / "val.csv", "a") as f:
+        f.write("an odd film,meh\n")
+    with pytest.raises(ValueError, match="unknown label 'meh'.*known labels: neg, pos"):
+        load_classification_data(str(data))
