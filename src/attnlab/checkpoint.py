@@ -58,6 +58,7 @@ class LoadedModel:
     tokenizer: Tokenizer | None
     path: Path
     target_tokenizer: Tokenizer | None = None  # only when the target side has its own
+    chat_template: str | None = None  # a chat model's Jinja template (from GGUF metadata)
 
 
 def save_pretrained(

