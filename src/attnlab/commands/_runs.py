@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+
+
+def add_input_arguments(parser: argparse.ArgumentParser, what: str, verb: str) -> None:
+    """RUN_DIR, then the inputs that ``read_inputs`` reads: TEXT, "-"/stdin or --file."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run or model folder")
+    parser.add_argument(
+        "text",
+        nargs="?",
+        metavar="TEXT",
+        help=f'{what} to {verb}; "-" (or nothing, with piped input) reads standard input',
+    )
+    parser.add_argument("--file", "-f", help=f"{verb} each line of this UTF-8 file")
 
 
 def load_run(run_dir: str, *, best: bool = False, device: str = "cpu"):  # noqa: ANN201
@@ -13,11 +26,9 @@ def load_run(run_dir: str, *, best: bool = False, device: str = "cpu"):  # noqa:
         path = path / "best"
     if not path.exists():
         raise FileNotFoundError(f"no such run folder: {path}")
-    try:
-        from attnlab import from_pretrained as load
-    except ImportError:
-        from attnlab.checkpoint import load_pretrained as load
-    loaded = load(str(path))
+    from attnlab import from_pretrained
+
+    loaded = from_pretrained(str(path))
     loaded.model.to(device).eval()
     return loaded
 

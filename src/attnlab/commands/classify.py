@@ -5,25 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
+from attnlab.commands._runs import add_input_arguments, load_run, read_inputs
+
 HELP = "classify text with a trained encoder classifier run folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run or model folder")
-    parser.add_argument(
-        "text",
-        nargs="?",
-        metavar="TEXT",
-        help='a text to classify; "-" (or nothing, with piped input) reads standard input',
-    )
-    parser.add_argument("--file", "-f", help="classify each line of this UTF-8 file")
+    add_input_arguments(parser, "a text", "classify")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--best", action="store_true", help="use RUN_DIR/best (lowest val loss)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab.commands._runs import load_run, read_inputs
     from attnlab.tasks.classification import classify
 
     texts = read_inputs(args.text, args.file)

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from attnlab.commands._runs import add_input_arguments, load_run, read_inputs
+
 HELP = "translate text with a trained encoder-decoder run folder (beam search)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run or model folder")
-    parser.add_argument(
-        "text",
-        nargs="?",
-        metavar="TEXT",
-        help='a sentence to translate; "-" (or nothing, with piped input) reads standard input',
-    )
-    parser.add_argument("--file", "-f", help="translate each line of this UTF-8 file")
+    add_input_arguments(parser, "a sentence", "translate")
     parser.add_argument("--beams", type=int, default=5, help="beam width (1: greedy; default 5)")
     parser.add_argument(
         "--length-penalty", type=float, default=0.6, help="beam length penalty (default 0.6)"
@@ -27,7 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab.commands._runs import load_run, read_inputs
     from attnlab.tasks.translation import translate
 
     sentences = read_inputs(args.text, args.file)
