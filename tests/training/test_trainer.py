@@ -14,11 +14,14 @@ import torch
 from attnlab import ModelConfig, build_model
 from attnlab.checkpoint import load_pretrained, read_weights_metadata
 from attnlab.training import (
+    CombinedOptimizer,
     LMTask,
     TrainConfig,
     Trainer,
     TrainingDivergedError,
+    build_optimizer,
     lr_at,
+    muon_parameters,
     new_run,
     parameter_groups,
     resume_run,
@@ -34,11 +37,16 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def test_resume_is_exact(make_config) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"optimizer": "muon", "muon_lr": 0.03, "lr_schedule": "wsd", "decay_fraction": 0.5}],
+    ids=["adamw-cosine", "muon-wsd"],
+)
+def test_resume_is_exact(make_config, options) -> None:
     """20 steps straight == 10 steps, stop, resume, 10 steps (dropout on, accumulation 2)."""
-    straight = new_run(make_config("straight", grad_accum_steps=2))
+    straight = new_run(make_config("straight", grad_accum_steps=2, **options))
     straight.train()
-    first = new_run(make_config("split", grad_accum_steps=2))
+    first = new_run(make_config("split", grad_accum_steps=2, **options))
     result = first.train(until_step=10)
     assert result.stop_reason == "until_step" and result.step == 10
     resumed = resume_run(first.out_dir)
@@ -199,6 +207,79 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert lr_at(100, 1.0, lr, min_lr, 10) == pytest.approx(min_lr)
     values = [lr_at(s, s / 100, lr, min_lr, 10) for s in range(10, 101)]
     assert values == sorted(values, reverse=True)
+
+
+def test_lr_schedule_wsd_holds_then_decays_linearly() -> None:
+    lr, min_lr = 1e-3, 1e-4
+    assert lr_at(0, 0.0, lr, min_lr, 10, "wsd", 0.4) == pytest.approx(lr / 10)  # warm-up
+    assert lr_at(9, 0.0, lr, min_lr, 10, "wsd", 0.4) == pytest.approx(lr)
+    for progress in (0.1, 0.3, 0.6):  # stable until 1 - decay_fraction
+        assert lr_at(100, progress, lr, min_lr, 10, "wsd", 0.4) == pytest.approx(lr)
+    middle = lr_at(100, 0.8, lr, min_lr, 10, "wsd", 0.4)  # half-way through the decay
+    assert middle == pytest.approx((lr + min_lr) / 2)
+    assert lr_at(100, 0.9, lr, min_lr, 10, "wsd", 0.4) == pytest.approx(
+        min_lr + 0.25 * (lr - min_lr)
+    )
+    assert lr_at(100, 1.0, lr, min_lr, 10, "wsd", 0.4) == pytest.approx(min_lr)
+    assert lr_at(0, 0.5, lr, 0.0, 0, "wsd", 1.0) == pytest.approx(lr / 2)  # decay from the start
+    with pytest.raises(ValueError, match="schedule"):
+        lr_at(0, 0.5, lr, min_lr, 0, "step")
+
+
+@pytest.mark.parametrize("family", ["decoder", "encoder_decoder"])
+@pytest.mark.parametrize("tie", [True, False])
+def test_muon_takes_the_block_matrices_and_adamw_the_rest(family: str, tie: bool) -> None:
+    config = ModelConfig(
+        family=family,
+        vocab_size=30,
+        d_model=16,
+        n_heads=2,
+        n_layers=2,
+        bias=True,
+        tie_embeddings=tie,
+        positional="learned",
+    )
+    model = build_model(config)
+    optimizer = build_optimizer(
+        model, 1e-3, 0.1, (0.9, 0.99), fused=False, optimizer="muon", muon_lr=0.05
+    )
+    assert isinstance(optimizer, CombinedOptimizer)
+    adamw, muon = optimizer.optimizers
+    assert isinstance(adamw, torch.optim.AdamW) and isinstance(muon, torch.optim.Muon)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon_names = {names[id(p)] for g in muon.param_groups for p in g["params"]}
+    expected = {
+        n for n, p in model.named_parameters() if ".blocks." in n and p.dim() == 2
+    }  # attention (self and cross) and feed-forward matrices, nothing else
+    assert muon_names == expected
+    assert {names[id(p)] for p in muon_parameters(model)} == expected
+    assert any("cross" in n for n in muon_names) == (family == "encoder_decoder")
+    adamw_names = [names[id(p)] for g in adamw.param_groups for p in g["params"]]
+    assert len(adamw_names) == len(set(adamw_names))  # a tied head appears once
+    assert set(adamw_names) | muon_names == set(names.values())
+    assert not set(adamw_names) & muon_names
+    assert any("embeddings" in n for n in adamw_names)  # embeddings, norms, biases, head
+    assert any("norm" in n for n in adamw_names) and any("bias" in n for n in adamw_names)
+    assert ("lm_head.weight" in adamw_names) == (not tie)
+    # the schedule scales every group: AdamW's by 1, Muon's by muon_lr / lr
+    # (a tied model's AdamW has no matrix to decay: one group, no weight decay)
+    assert [g["lr_scale"] for g in adamw.param_groups] == [1.0] * (1 if tie else 2)
+    assert [g["weight_decay"] for g in adamw.param_groups] == ([0.0] if tie else [0.1, 0.0])
+    assert muon.param_groups[0]["lr_scale"] == pytest.approx(50.0)
+    assert muon.param_groups[0]["weight_decay"] == 0.0
+    assert optimizer.param_groups == adamw.param_groups + muon.param_groups
+
+
+def test_trainer_schedules_muon_at_its_own_rate(make_config) -> None:
+    trainer = new_run(make_config(optimizer="muon", lr=1e-3, muon_lr=0.02, warmup_steps=0))
+    trainer.train(until_step=1)
+    adamw, muon = trainer.optimizer.optimizers
+    assert adamw.param_groups[0]["lr"] == pytest.approx(1e-3)  # step 0: the peak
+    assert muon.param_groups[0]["lr"] == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="optimizer"):
+        make_config(optimizer="sgd")
+    with pytest.raises(ValueError, match="optimizer"):  # the saved state is Muon + AdamW
+        resume_run(trainer.out_dir, make_config(optimizer="adamw"))
 
 
 def test_resume_refuses_mismatches(make_config, tmp_path: Path) -> None:

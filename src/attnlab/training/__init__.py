@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from attnlab.training.config import RESUME_LOCKED_KEYS, TrainConfig
 from attnlab.training.lm import LMTask, build_lm_task
-from attnlab.training.optim import build_optimizer, lr_at, parameter_groups
+from attnlab.training.optim import (
+    CombinedOptimizer,
+    build_optimizer,
+    lr_at,
+    muon_parameters,
+    parameter_groups,
+)
 from attnlab.training.run import load_run_config, new_run, resolve_out_dir, resume_run
 from attnlab.training.task import Task, TaskSetup, model_device
 from attnlab.training.tasks import TASKS, build_task
@@ -29,10 +35,12 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "build_lm_task",
+    "CombinedOptimizer",
     "build_optimizer",
     "build_task",
     "load_run_config",
     "lr_at",
+    "muon_parameters",
     "model_device",
     "new_run",
     "parameter_groups",

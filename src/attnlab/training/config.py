@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attnlab.config import ModelConfig, _check_choice, _check_positive, _check_range, _JsonConfig
+from attnlab.training.optim import OPTIMIZERS, SCHEDULES
 
 __all__ = ["RESUME_LOCKED_KEYS", "TrainConfig", "model_keys", "train_keys"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# keys that must not change when a run is resumed (they define the data and the model)
+# keys that must not change when a run is resumed (they define the data, the model and the
+# shape of the saved optimizer state)
 RESUME_LOCKED_KEYS = (
     "task",
     "data",
@@ -22,6 +24,7 @@ RESUME_LOCKED_KEYS = (
     "val_fraction",
     "model",
     "block_size",
+    "optimizer",
 )
 # ModelConfig fields set from the tokenizer, never by the user
 _DERIVED_MODEL_KEYS = ("vocab_size", "target_vocab_size")
@@ -59,13 +62,19 @@ class TrainConfig(_JsonConfig):
     grad_accum_steps: int = 1  # micro-batches per optimizer step
     max_steps: int = 5000  # optimizer steps (the cosine decay ends here or at max_time)
     max_time: float | None = None  # seconds of training (evaluation and saving excluded)
+    optimizer: str = "adamw"  # adamw, or muon (Muon for the blocks' matrices, AdamW the rest)
     lr: float = 1e-3  # peak learning rate (AdamW)
-    min_lr: float | None = None  # end of the cosine decay; None: lr / 10
+    min_lr: float | None = None  # end of the decay; None: lr / 10
     warmup_steps: int = 100  # linear warm-up from lr / warmup_steps to lr
+    lr_schedule: str = "cosine"  # cosine from lr to min_lr over the budget, or wsd
+    decay_fraction: float = 0.3  # wsd: lr held, then a linear decay over this end of the budget
     weight_decay: float = 0.1  # not applied to norms, biases and embeddings
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.99  # AdamW second-moment decay
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    muon_lr: float = 0.02  # optimizer=muon: peak learning rate of Muon (scheduled like lr)
+    muon_momentum: float = 0.95  # optimizer=muon: Muon's Nesterov momentum
+    muon_weight_decay: float = 0.0  # optimizer=muon: Muon's decoupled weight decay
     # evaluation and logging
     eval_interval: int = 500  # steps between evaluations over the whole validation split
     eval_batch_size: int | None = None  # windows per evaluation batch; None: batch_size
@@ -116,6 +125,14 @@ class TrainConfig(_JsonConfig):
         _check_range("weight_decay", self.weight_decay, 0.0, 10.0)
         _check_range("beta1", self.beta1, 0.0, 0.999999)
         _check_range("beta2", self.beta2, 0.0, 0.999999)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction={self.decay_fraction!r} must lie in (0, 1]")
+        if not self.muon_lr > 0:
+            raise ValueError(f"muon_lr={self.muon_lr!r} must be positive")
+        _check_range("muon_momentum", self.muon_momentum, 0.0, 0.999999)
+        _check_range("muon_weight_decay", self.muon_weight_decay, 0.0, 10.0)
         if not self.grad_clip >= 0:
             raise ValueError(f"grad_clip={self.grad_clip!r} must be >= 0 (0 disables clipping)")
 

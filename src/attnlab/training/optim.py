@@ -1,22 +1,40 @@
-"""AdamW with the usual parameter groups, and the learning-rate schedule."""
+"""The optimizers (AdamW, or Muon for the hidden matrices with AdamW for the rest), their
+parameter groups, and the learning-rate schedule."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
+from attnlab.models.stack import TransformerStack
 from attnlab.training.speed import make_adamw
 
-__all__ = ["build_optimizer", "lr_at", "parameter_groups"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "CombinedOptimizer",
+    "build_optimizer",
+    "lr_at",
+    "muon_parameters",
+    "parameter_groups",
+]
+
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, weight_decay: float, exclude: Iterable[nn.Parameter] = ()
+) -> list[dict]:
     """Two AdamW groups: matrices decay; norms, biases and embeddings (and a head tied to an
-    embedding) do not. Shared parameters appear once."""
+    embedding) do not. Shared parameters appear once; ``exclude``: parameters another
+    optimizer takes care of."""
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay, seen = [], [], set()
+    decay, no_decay, seen = [], [], {id(p) for p in exclude}
     for param in model.parameters():
         if not param.requires_grad or id(param) in seen:
             continue
@@ -31,25 +49,124 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def muon_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters Muon trains: the 2-D weight matrices inside the Transformer blocks
+    (attention and feed-forward projections) of every stack of ``model``. Embeddings, norms,
+    biases and the output heads are left to AdamW, as in modded-nanogpt. Shared parameters
+    appear once."""
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    chosen, seen = [], set()
+    for stack in model.modules():
+        if not isinstance(stack, TransformerStack):
+            continue
+        for param in stack.blocks.parameters():
+            if id(param) in seen or not param.requires_grad:
+                continue
+            seen.add(id(param))
+            if param.dim() == 2 and id(param) not in embedding_ids:
+                chosen.append(param)
+    return chosen
+
+
+class CombinedOptimizer:
+    """Several optimizers over disjoint parameters, stepped together. ``param_groups`` lists
+    the groups of all of them (the first optimizer's first), so a schedule that sets
+    ``group["lr"]`` reaches every one; ``state_dict`` / ``load_state_dict`` cover them all."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        if not optimizers:
+            raise ValueError("CombinedOptimizer needs at least one optimizer")
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for opt in self.optimizers for group in opt.param_groups]
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizers": [type(opt).__name__ for opt in self.optimizers],
+            "states": [opt.state_dict() for opt in self.optimizers],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        names = [type(opt).__name__ for opt in self.optimizers]
+        if state.get("optimizers") != names:
+            raise ValueError(
+                f"the saved optimizer state is for {state.get('optimizers')}, not {names}"
+            )
+        for opt, opt_state in zip(self.optimizers, state["states"], strict=True):
+            opt.load_state_dict(opt_state)
+
+
 def build_optimizer(
     model: nn.Module,
     lr: float,
     weight_decay: float,
     betas: tuple[float, float],
     fused: bool = True,
-) -> torch.optim.AdamW:
-    """AdamW over ``parameter_groups``, fused when asked and the device supports it."""
-    groups = parameter_groups(model, weight_decay)
-    return make_adamw(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
+    *,
+    optimizer: str = "adamw",
+    muon_lr: float = 0.02,
+    muon_momentum: float = 0.95,
+    muon_weight_decay: float = 0.0,
+) -> torch.optim.Optimizer | CombinedOptimizer:
+    """``optimizer="adamw"``: AdamW over ``parameter_groups``, fused when asked and the device
+    supports it. ``optimizer="muon"``: ``torch.optim.Muon`` (Nesterov momentum
+    ``muon_momentum``, learning rate ``muon_lr``, decoupled weight decay
+    ``muon_weight_decay``) over ``muon_parameters``, and AdamW as above over the rest. Every
+    group carries ``lr_scale``, its learning rate over ``lr``, for the schedule."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r} must be one of {', '.join(OPTIMIZERS)}")
+    hidden = muon_parameters(model) if optimizer == "muon" else []
+    groups = [g for g in parameter_groups(model, weight_decay, exclude=hidden) if g["params"]]
+    for group in groups:
+        group["lr_scale"] = 1.0
+    adamw = make_adamw(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
+    if not hidden:
+        return adamw
+    if not hasattr(torch.optim, "Muon"):
+        raise ValueError(f"optimizer=muon needs torch.optim.Muon (torch {torch.__version__})")
+    muon = torch.optim.Muon(
+        [{"params": hidden, "lr_scale": muon_lr / lr}],
+        lr=muon_lr,
+        momentum=muon_momentum,
+        weight_decay=muon_weight_decay,
+        nesterov=True,
+    )
+    return CombinedOptimizer([adamw, muon])
 
 
-def lr_at(step: int, progress: float, lr: float, min_lr: float, warmup_steps: int) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up over
-    ``warmup_steps`` steps, times a cosine decay from ``lr`` to ``min_lr`` as ``progress``
-    goes from 0 to 1 (the fraction of the step budget, or of the time budget when that
-    comes first)."""
+def lr_at(
+    step: int,
+    progress: float,
+    lr: float,
+    min_lr: float,
+    warmup_steps: int,
+    schedule: str = "cosine",
+    decay_fraction: float = 0.3,
+) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) as ``progress`` goes from 0 to 1
+    (the fraction of the step budget, or of the time budget when that comes first): a linear
+    warm-up over ``warmup_steps`` steps times, with ``schedule="cosine"``, a cosine decay from
+    ``lr`` to ``min_lr`` over the whole budget, or with ``schedule="wsd"`` (warm-up, stable,
+    decay) ``lr`` until ``progress`` reaches ``1 - decay_fraction``, then a linear decay to
+    ``min_lr`` at the end."""
     progress = min(max(progress, 0.0), 1.0)
-    cosine = min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    if schedule == "cosine":
+        value = min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    elif schedule == "wsd":
+        left = (1.0 - progress) / decay_fraction  # 1 where the decay starts, 0 at the end
+        value = min_lr + (lr - min_lr) * min(left, 1.0)
+    else:
+        raise ValueError(f"schedule={schedule!r} must be one of {', '.join(SCHEDULES)}")
     if step < warmup_steps:
-        return cosine * (step + 1) / warmup_steps
-    return cosine
+        return value * (step + 1) / warmup_steps
+    return value

@@ -1,9 +1,9 @@
 """The one training loop. A ``Task`` supplies batches and evaluations; the trainer does the
-rest: AdamW, warm-up + cosine schedule, gradient accumulation and clipping, bf16 autocast,
-optional ``torch.compile``, evaluation over the whole validation split, step and time
-budgets, a progress bar, ``metrics.jsonl``, atomic checkpoints (latest at the top of the run
-folder, best by validation loss in ``best/``), exact resume, a checkpoint on Ctrl-C/SIGTERM,
-and a stop without saving on a NaN/inf loss.
+rest: AdamW (or Muon + AdamW), a warm-up + cosine or WSD schedule, gradient accumulation and
+clipping, bf16 autocast, optional ``torch.compile``, evaluation over the whole validation
+split, step and time budgets, a progress bar, ``metrics.jsonl``, atomic checkpoints (latest
+at the top of the run folder, best by validation loss in ``best/``), exact resume, a
+checkpoint on Ctrl-C/SIGTERM, and a stop without saving on a NaN/inf loss.
 """
 
 from __future__ import annotations
@@ -115,6 +115,10 @@ class Trainer:
             config.weight_decay,
             (config.beta1, config.beta2),
             fused=bool(self.speed.fused_adamw),
+            optimizer=config.optimizer,
+            muon_lr=config.muon_lr,
+            muon_momentum=config.muon_momentum,
+            muon_weight_decay=config.muon_weight_decay,
         )
         self.generator = torch.Generator().manual_seed(config.seed)  # data sampling only
         self.step = 0
@@ -289,9 +293,17 @@ class Trainer:
     def _train_step(self, forward: Callable[..., Any]) -> tuple[float, int]:
         """One optimizer step over ``grad_accum_steps`` micro-batches: (mean loss, tokens)."""
         c = self.config
-        lr = lr_at(self.step, self._progress_fraction(), c.lr, c.min_lr, c.warmup_steps)
+        lr = lr_at(
+            self.step,
+            self._progress_fraction(),
+            c.lr,
+            c.min_lr,
+            c.warmup_steps,
+            schedule=c.lr_schedule,
+            decay_fraction=c.decay_fraction,
+        )
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         loss_sum, n_tokens = 0.0, 0
         for _ in range(c.grad_accum_steps):
             batch = {k: v.to(self.device) for k, v in self.task.next_batch(self.generator).items()}
