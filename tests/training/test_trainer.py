@@ -16,6 +16,7 @@ from attnlab.checkpoint import load_pretrained, read_weights_metadata
 from attnlab.training import (
     CombinedOptimizer,
     LMTask,
+    Muon,
     TrainConfig,
     Trainer,
     TrainingDivergedError,
@@ -245,7 +246,7 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest(family: str, tie: bool
     )
     assert isinstance(optimizer, CombinedOptimizer)
     adamw, muon = optimizer.optimizers
-    assert isinstance(adamw, torch.optim.AdamW) and isinstance(muon, torch.optim.Muon)
+    assert isinstance(adamw, torch.optim.AdamW) and isinstance(muon, Muon)
     names = {id(p): n for n, p in model.named_parameters()}
     muon_names = {names[id(p)] for g in muon.param_groups for p in g["params"]}
     expected = {

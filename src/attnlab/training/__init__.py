@@ -6,6 +6,7 @@ from attnlab.training.config import RESUME_LOCKED_KEYS, TrainConfig
 from attnlab.training.lm import LMTask, build_lm_task
 from attnlab.training.optim import (
     CombinedOptimizer,
+    Muon,
     build_optimizer,
     lr_at,
     muon_parameters,
@@ -36,6 +37,7 @@ __all__ = [
     "TrainingDivergedError",
     "build_lm_task",
     "CombinedOptimizer",
+    "Muon",
     "build_optimizer",
     "build_task",
     "load_run_config",
