@@ -9,8 +9,8 @@ from attnlab.training.optim import Muon
 
 
 def _matrices() -> list[torch.nn.Parameter]:
-    torch.manual_seed(0)  # two pairs of same-shaped matrices (one batch each), one alone
-    shapes = [(48, 16), (48, 16), (16, 64), (16, 64), (16, 16)]
+    torch.manual_seed(0)  # tall, wide and square matrices of shorter side 16 (one batch), one 8
+    shapes = [(48, 16), (48, 16), (16, 64), (16, 16), (8, 24)]
     return [torch.nn.Parameter(torch.randn(*s) * 0.1) for s in shapes]
 
 
