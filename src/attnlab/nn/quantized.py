@@ -13,7 +13,8 @@ Two packed formats, both run by PyTorch's own CPU kernels on bfloat16 activation
 
 ``forward`` casts the input to bfloat16, multiplies, and returns the input's dtype, so a
 float32 model can hold these layers. The weights are buffers, not parameters: the layer
-cannot be trained. Shapes: N = out_features, K = in_features, G = group_size.
+cannot be trained, and a model's dtype and KV cache follow its other parameters.
+Shapes: N = out_features, K = in_features, G = group_size.
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ class QuantizedLinear(nn.Module):
         self.out_features = out_features
         self.kind = kind
         self.group_size = group_size
-        self.packed: Tensor  # int4: uint8 (N, K/2) kernel layout; int8: int8 (N, K)
+        # ``weight`` holds the packed codes, not W (as bitsandbytes' 4-bit layers do), so code
+        # that asks a layer for ``weight.device`` keeps working; W is dequantized_weight().
+        self.weight: Tensor  # int4: uint8 (N, K/2) in the kernel's layout; int8: int8 (N, K)
         self.scales: Tensor  # int4: bf16 (K/G, N, 2) scale and zero; int8: bf16 (N,)
-        self.register_buffer("packed", torch.empty(0, dtype=torch.uint8))
+        self.register_buffer("weight", torch.empty(0, dtype=torch.uint8))
         self.register_buffer("scales", torch.empty(0, dtype=torch.bfloat16))
 
     def extra_repr(self) -> str:
@@ -86,7 +89,7 @@ class QuantizedLinear(nn.Module):
             raise ValueError("int4 codes must lie in 0..15")
         layer = cls(k, n, "int4", group_size)
         codes32 = codes.to(torch.int32).contiguous()
-        layer.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes32, 1)
+        layer.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes32, 1)
         pairs = torch.stack((scale.float(), zero.float()), dim=-1)  # (N, K/G, 2)
         layer.scales = pairs.transpose(0, 1).contiguous().to(torch.bfloat16)  # (K/G, N, 2)
         return layer
@@ -103,7 +106,7 @@ class QuantizedLinear(nn.Module):
         if tuple(scale.shape) != (n,):
             raise ValueError(f"int8 scale must have shape ({n},), got {tuple(scale.shape)}")
         layer = cls(k, n, "int8")
-        layer.packed = codes.contiguous()
+        layer.weight = codes.contiguous()
         layer.scales = scale.to(torch.bfloat16).contiguous()
         return layer
 
@@ -122,7 +125,7 @@ class QuantizedLinear(nn.Module):
         (the identity times ``W^T``, since the packed layout is the kernel's own), so
         rounded to bfloat16."""
         if self.kind == "int8":
-            return self.packed.float() * self.scales.float()[:, None]
+            return self.weight.float() * self.scales.float()[:, None]
         eye = torch.eye(self.in_features, dtype=torch.bfloat16)  # (K, K)
         return self(eye).float().t().contiguous()  # (N, K)
 
@@ -131,8 +134,8 @@ class QuantizedLinear(nn.Module):
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (M, K)
         if self.kind == "int4":
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                rows, self.packed, self.group_size, self.scales
+                rows, self.weight, self.group_size, self.scales
             )
         else:
-            y = torch.ops.aten._weight_int8pack_mm(rows, self.packed, self.scales)
+            y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scales)
         return y.view(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., N)
