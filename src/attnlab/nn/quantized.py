@@ -23,6 +23,10 @@ import torch
 from torch import Tensor, nn
 
 INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the CPU kernel accepts
+# the kernels' overloads, resolved once: looking them up through torch.ops on every call
+# costs about as much as the matrix-vector product of a small layer
+_INT4_MM = torch.ops.aten._weight_int4pack_mm_for_cpu.default
+_INT8_MM = torch.ops.aten._weight_int8pack_mm.default
 
 
 def _int4_shape_error(n: int, k: int, group_size: int) -> str | None:
@@ -48,10 +52,15 @@ class QuantizedLinear(nn.Module):
         super().__init__()
         if kind not in ("int4", "int8"):
             raise ValueError(f"QuantizedLinear kind must be 'int4' or 'int8', got {kind!r}")
+        if (kind == "int4") != (group_size in INT4_GROUP_SIZES) or (kind == "int8" and group_size):
+            raise ValueError(
+                f"QuantizedLinear {kind} takes group_size in {INT4_GROUP_SIZES} for int4 and 0 "
+                f"for int8, got {group_size}"
+            )
         self.in_features = in_features
         self.out_features = out_features
         self.kind = kind
-        self.group_size = group_size
+        self.group_size = group_size  # 0 for int8 (one scale per row)
         # ``weight`` holds the packed codes, not W (as bitsandbytes' 4-bit layers do), so code
         # that asks a layer for ``weight.device`` keeps working; W is dequantized_weight().
         self.weight: Tensor  # int4: uint8 (N, K/2) in the kernel's layout; int8: int8 (N, K)
@@ -132,10 +141,8 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (..., K) -> (..., N) in x's dtype (computed from bfloat16 activations)."""
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (M, K)
-        if self.kind == "int4":
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                rows, self.weight, self.group_size, self.scales
-            )
+        if self.group_size:  # int4
+            y = _INT4_MM(rows, self.weight, self.group_size, self.scales)
         else:
-            y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scales)
-        return y.view(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., N)
+            y = _INT8_MM(rows, self.weight, self.scales)
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)  # (..., N)
