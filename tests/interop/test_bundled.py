@@ -115,7 +115,7 @@ def test_minilm_meaning(minilm) -> None:  # noqa: ANN001
 
 def test_embed_cli_prints_cosines(minilm, monkeypatch, capsys) -> None:  # noqa: ANN001
     loaded, _ = minilm
-    monkeypatch.setattr(attnlab, "from_pretrained", lambda name: loaded)
+    monkeypatch.setattr(attnlab, "from_pretrained", lambda name, **options: loaded)
     assert cli.main(["embed", "minilm", *SENTENCES[:3], "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     emb = embed_sentences(loaded.model, loaded.tokenizer, SENTENCES[:3])
