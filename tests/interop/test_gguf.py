@@ -11,7 +11,7 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from attnlab import from_pretrained  # noqa: E402
-from attnlab.interop import dequantize, prepare_for_decoding  # noqa: E402
+from attnlab.interop import dequantize, prepare_for_decoding, save_hf_model  # noqa: E402
 from attnlab.interop.gguf_io import _unpermute, int4_codes  # noqa: E402
 from attnlab.nn.quantized import QuantizedLinear  # noqa: E402
 
@@ -239,3 +239,5 @@ def test_quantized_tiny_llama_packs_the_4bit_layers_and_stays_close(
         want, got = dense(ids).logits, packed(ids).logits
     assert got.dtype == torch.float32
     assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+    with pytest.raises(ValueError, match="cannot export a model with packed quantized layers"):
+        save_hf_model(packed, tmp_path / "out")
