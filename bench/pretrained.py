@@ -9,9 +9,16 @@ Decoding: the prompt through the chat template, greedy, KV cache, batch 1, exact
 does), timed from the prompt to the last new token (prefill included), best of --rounds.
 The float32 tokens are checked to be identical. attnlab float32 is timed as loaded
 ("rows") and after ``prepare_for_decoding`` (weights stored column-major, as ``attnlab
-chat`` uses them), and in bfloat16 (weights and cache). With transformers, also the
-framework overhead per token: the same architecture at width 72, random weights shared
-by both. Last line: one JSON object.
+chat --dense`` uses them), in bfloat16 (weights and cache), and quantized
+(``from_pretrained(..., quantized=True)`` then ``prepare_for_decoding``, as ``attnlab
+chat`` runs by default: the Q4_1 matrices packed as int4, the Q8_0 head as per-row int8,
+bfloat16 activations in those layers, the rest float32). For bfloat16 and quantized, the
+greedy tokens' agreement with float32 (same token at the same step; and how many
+leading tokens are identical) and the largest logit difference over the prompt. With
+transformers, also the framework overhead per token: the same architecture at width 72,
+random weights shared by both. Last line: one JSON object; ``attnlab_tok_s``,
+``attnlab_load_s`` and ``speedup`` are those of the fastest attnlab path, named in
+``attnlab_path``.
 """
 
 from __future__ import annotations
@@ -85,6 +92,19 @@ def _overhead(new_tokens: int, rounds: int) -> tuple[float, float]:
     return a / new_tokens * 1e3, h / new_tokens * 1e3
 
 
+def _agreement(tokens: list[int], reference: list[int]) -> tuple[int, int]:
+    """(steps with the same token, leading steps identical)."""
+    same = [a == b for a, b in zip(tokens, reference, strict=True)]
+    lead = same.index(False) if False in same else len(same)
+    return sum(same), lead
+
+
+@torch.no_grad()
+def _prompt_logit_diff(model, reference, ids: torch.Tensor) -> float:  # noqa: ANN001
+    """Largest |logit difference| over every prompt position and the whole vocabulary."""
+    return float((model(ids).logits.float() - reference(ids).logits.float()).abs().max())
+
+
 def _best(fn, rounds: int) -> tuple[float, list[int]]:  # noqa: ANN001
     runs = [fn() for _ in range(rounds)]
     return min(r[0] for r in runs), runs[0][1]
@@ -129,6 +149,16 @@ def main() -> None:
     _attnlab_decode(bf16.model, ids, 4)
     bf16_model = bf16.model
     bf16_s, bf16_tokens = _best(lambda: _attnlab_decode(bf16_model, ids, n), args.rounds)
+    bf16_diff = _prompt_logit_diff(bf16_model, loaded.model, ids)
+
+    start = time.perf_counter()
+    quant = attnlab.from_pretrained(path, quantized=True)
+    prepare_for_decoding(quant.model)
+    quant_load = time.perf_counter() - start
+    _attnlab_decode(quant.model, ids, 4)
+    quant_model = quant.model
+    quant_s, quant_tokens = _best(lambda: _attnlab_decode(quant_model, ids, n), args.rounds)
+    quant_diff = _prompt_logit_diff(quant_model, loaded.model, ids)
 
     hf_load = hf_s = ours_ms = hf_ms = float("nan")
     hf_tokens: list[int] = []
@@ -150,6 +180,7 @@ def main() -> None:
         ("attnlab float32 rows", attnlab_load, n / rows_s),
         ("attnlab float32", attnlab_load, n / attnlab_s),
         ("attnlab bfloat16", bf16_load, n / bf16_s),
+        ("attnlab int4 packed", quant_load, n / quant_s),
         ("transformers float32", hf_load, n / hf_s),
     ]
     print(
@@ -160,22 +191,46 @@ def main() -> None:
     for name, load, speed in rows:
         print(f"{name:<26}{load:>10.2f}{speed:>12.2f}")
     same = attnlab_tokens == hf_tokens if hf_tokens else None
-    agree = sum(1 for a, b in zip(bf16_tokens, attnlab_tokens, strict=True) if a == b)
-    print(f"same tokens as transformers (float32): {same}; bfloat16 agrees on {agree}/{n}")
+    print(f"same tokens as transformers (float32): {same}")
+    agree = {}
+    for name, tokens, diff in (
+        ("bfloat16", bf16_tokens, bf16_diff),
+        ("int4 packed", quant_tokens, quant_diff),
+    ):
+        agree[name] = _agreement(tokens, attnlab_tokens)
+        print(
+            f"{name} vs float32: same token at {agree[name][0]}/{n} steps, first "
+            f"{agree[name][1]} identical; max |logit diff| on the prompt {diff:.3f}"
+        )
     print(
         f"framework overhead per token (same architecture, width 72): attnlab {ours_ms:.1f} ms, "
         f"transformers {hf_ms:.1f} ms"
     )
-    best = max(n / attnlab_s, n / bf16_s)
+    paths = {
+        "float32": (n / attnlab_s, attnlab_load),
+        "bfloat16": (n / bf16_s, bf16_load),
+        "int4 packed": (n / quant_s, quant_load),
+    }
+    best = max(paths, key=lambda k: paths[k][0])
     result = {
-        "attnlab_tok_s": round(n / attnlab_s, 2),
-        "attnlab_bf16_tok_s": round(n / bf16_s, 2),
-        "attnlab_rows_tok_s": round(n / rows_s, 2),
+        "attnlab_path": best,
+        "attnlab_tok_s": round(paths[best][0], 2),
+        "attnlab_load_s": round(paths[best][1], 2),
         "hf_tok_s": round(n / hf_s, 2),
-        "speedup": round(best / (n / hf_s), 2),
-        "speedup_float32": round(hf_s / attnlab_s, 2),
-        "attnlab_load_s": round(attnlab_load, 2),
         "hf_load_s": round(hf_load, 2),
+        "speedup": round(paths[best][0] / (n / hf_s), 2),
+        "speedup_float32": round(hf_s / attnlab_s, 2),
+        "attnlab_float32_tok_s": round(n / attnlab_s, 2),
+        "attnlab_float32_load_s": round(attnlab_load, 2),
+        "attnlab_rows_tok_s": round(n / rows_s, 2),
+        "attnlab_bf16_tok_s": round(n / bf16_s, 2),
+        "attnlab_int4_tok_s": round(n / quant_s, 2),
+        "attnlab_int4_load_s": round(quant_load, 2),
+        "int4_same_steps": agree["int4 packed"][0],
+        "int4_leading_identical": agree["int4 packed"][1],
+        "int4_prompt_max_logit_diff": round(quant_diff, 3),
+        "bf16_same_steps": agree["bfloat16"][0],
+        "bf16_prompt_max_logit_diff": round(bf16_diff, 3),
         "same_tokens_float32": same,
         "attnlab_overhead_ms": round(ours_ms, 2),
         "hf_overhead_ms": round(hf_ms, 2),

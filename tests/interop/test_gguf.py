@@ -11,8 +11,9 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from attnlab import from_pretrained  # noqa: E402
-from attnlab.interop import dequantize  # noqa: E402
-from attnlab.interop.gguf_io import _unpermute  # noqa: E402
+from attnlab.interop import dequantize, prepare_for_decoding, save_hf_model  # noqa: E402
+from attnlab.interop.gguf_io import _unpermute, int4_codes  # noqa: E402
+from attnlab.nn.quantized import QuantizedLinear  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
 
@@ -92,14 +93,27 @@ def _llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, rows // n_heads // 2, w.shape[1]).swapaxes(1, 2).reshape(w.shape)
 
 
-def test_tiny_llama_gguf_with_mixed_types_matches_transformers(tmp_path: Path) -> None:
-    """A random 2-layer Llama written as GGUF with every fast type (F32, F16, Q8_0, Q4_0,
-    Q4_1) plus Q5_0, grouped K/V heads and an untied output matrix."""
-    transformers = pytest.importorskip("transformers")
-    heads, kv_heads, width, ff, layers, vocab = 4, 2, 64, 96, 2, 128
+TINY = {"heads": 4, "kv_heads": 2, "width": 64, "ff": 96, "layers": 2, "vocab": 128}
+MIXED = {  # every fast type (F32, F16, Q8_0, Q4_0, Q4_1) plus Q5_0
+    "token_embd": Q.Q8_0,
+    "output": Q.F16,
+    "attn_q": Q.Q4_0,
+    "attn_k": Q.Q4_1,
+    "attn_v": Q.Q8_0,
+    "attn_output": Q.F16,
+    "ffn_gate": Q.Q5_0,
+    "ffn_up": Q.Q4_1,
+    "ffn_down": Q.Q8_0,
+}
+
+
+def _write_tiny_llama(path: Path, types: dict[str, Q]) -> None:
+    """A random Llama of size TINY with grouped K/V heads; ``types`` gives each matrix's
+    GGUF type by its name without the block prefix, and no ``output`` means a tied head."""
+    heads, kv_heads, width, ff, layers, vocab = TINY.values()
     head_dim = width // heads
     rng = np.random.default_rng(0)
-    writer = gguf.GGUFWriter(str(tmp_path / "tiny.gguf"), "llama")
+    writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_block_count(layers)
     writer.add_context_length(64)
     writer.add_embedding_length(width)
@@ -128,32 +142,102 @@ def test_tiny_llama_gguf_with_mixed_types_matches_transformers(tmp_path: Path) -
         else:
             writer.add_tensor(name, gguf.quants.quantize(values, kind), raw_dtype=kind)
 
-    add("token_embd.weight", vocab, width, Q.Q8_0)
+    add("token_embd.weight", vocab, width, types["token_embd"])
     add("output_norm.weight", 1, width, Q.F32, offset=1.0)
-    add("output.weight", vocab, width, Q.F16)
+    if "output" in types:
+        add("output.weight", vocab, width, types["output"])
+    shapes = {
+        "attn_q": (heads * head_dim, width, heads),
+        "attn_k": (kv_heads * head_dim, width, kv_heads),
+        "attn_v": (kv_heads * head_dim, width, 0),
+        "attn_output": (width, width, 0),
+        "ffn_gate": (ff, width, 0),
+        "ffn_up": (ff, width, 0),
+        "ffn_down": (width, ff, 0),
+    }
     for i in range(layers):
         add(f"blk.{i}.attn_norm.weight", 1, width, Q.F32, offset=1.0)
         add(f"blk.{i}.ffn_norm.weight", 1, width, Q.F32, offset=1.0)
-        add(f"blk.{i}.attn_q.weight", heads * head_dim, width, Q.Q4_0, heads_=heads)
-        add(f"blk.{i}.attn_k.weight", kv_heads * head_dim, width, Q.Q4_1, heads_=kv_heads)
-        add(f"blk.{i}.attn_v.weight", kv_heads * head_dim, width, Q.Q8_0)
-        add(f"blk.{i}.attn_output.weight", width, width, Q.F16)
-        add(f"blk.{i}.ffn_gate.weight", ff, width, Q.Q5_0)
-        add(f"blk.{i}.ffn_up.weight", ff, width, Q.Q4_1)
-        add(f"blk.{i}.ffn_down.weight", width, ff, Q.Q8_0)
+        for name, (rows, cols, heads_) in shapes.items():
+            add(f"blk.{i}.{name}.weight", rows, cols, types[name], heads_=heads_)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
 
+
+def test_tiny_llama_gguf_with_mixed_types_matches_transformers(tmp_path: Path) -> None:
+    """Every fast type plus Q5_0, grouped K/V heads and an untied output matrix."""
+    transformers = pytest.importorskip("transformers")
+    _write_tiny_llama(tmp_path / "tiny.gguf", MIXED)
     loaded = from_pretrained(tmp_path / "tiny.gguf")
     assert not loaded.model.config.tie_embeddings
-    assert loaded.model.config.n_kv_heads == kv_heads
+    assert loaded.model.config.n_kv_heads == TINY["kv_heads"]
     ref = transformers.AutoModelForCausalLM.from_pretrained(
         tmp_path, gguf_file="tiny.gguf", dtype=torch.float32
     ).eval()
-    ids = torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, TINY["vocab"], (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(
             loaded.model(ids).logits, ref(input_ids=ids).logits, atol=1e-5, rtol=0
         )
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
+def test_int4_codes_run_packed_as_the_dequantized_matmul(qtype: str) -> None:
+    """The file's own 4-bit blocks, packed for the int4 kernel, give x @ dequantize(W)^T."""
+    kind = Q[qtype]
+    values = np.random.default_rng(0).standard_normal((48, 256)).astype(np.float32)
+    raw = gguf.quants.quantize(values, kind)
+    layer = QuantizedLinear.from_int4(
+        *(torch.from_numpy(a) for a in int4_codes(raw, kind, (48, 256)))
+    )
+    x = torch.randn(3, 256)
+    want = x @ dequantize(raw, kind, (48, 256)).T
+    assert (layer(x) - want).abs().max() <= 1e-2 * want.abs().max()  # bfloat16 activations
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q5_0", "F16"])
+def test_int4_codes_name_the_types_it_takes(qtype: str) -> None:
+    raw = gguf.quants.quantize(np.zeros((2, 32), dtype=np.float32), Q[qtype])
+    with pytest.raises(
+        ValueError,
+        match=f"tensor 'w' uses GGUF type {qtype}; the packed int4 path takes only Q4_0, Q4_1",
+    ):
+        int4_codes(raw, Q[qtype], (2, 32), "w")
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_quantized_tiny_llama_packs_the_4bit_layers_and_stays_close(
+    tmp_path: Path, tied: bool
+) -> None:
+    """All block matrices Q4_0/Q4_1 and a Q8_0 head: with quantized=True every one of
+    them runs packed (the head as per-row int8), the logits stay close to the dense load,
+    and the cache gets the dense part's dtype."""
+    types = {
+        **MIXED,
+        "attn_v": Q.Q4_0,
+        "attn_output": Q.Q4_1,
+        "ffn_gate": Q.Q4_0,
+        "ffn_down": Q.Q4_1,
+        "output": Q.Q8_0,
+    }
+    if tied:
+        del types["output"]
+    _write_tiny_llama(tmp_path / "tiny.gguf", types)
+    dense = from_pretrained(tmp_path / "tiny.gguf").model
+    packed = from_pretrained(tmp_path / "tiny.gguf", quantized=True).model
+    kinds = {n: m.kind for n, m in packed.named_modules() if isinstance(m, QuantizedLinear)}
+    assert len(kinds) == 5 * TINY["layers"] + 1
+    assert kinds.pop("lm_head") == "int8" and set(kinds.values()) == {"int4"}
+    assert packed.config.tie_embeddings == tied
+    prepare_for_decoding(packed)  # leaves the packed head alone
+    assert isinstance(packed.lm_head, QuantizedLinear)
+    assert packed.new_cache(1, 8).keys.dtype == torch.float32
+    ids = torch.randint(0, TINY["vocab"], (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = dense(ids).logits, packed(ids).logits
+    assert got.dtype == torch.float32
+    assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+    with pytest.raises(ValueError, match="cannot export a model with packed quantized layers"):
+        save_hf_model(packed, tmp_path / "out")

@@ -20,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    parser.add_argument(
+        "--dense",
+        action="store_true",
+        help="run a GGUF file's weights dequantized to float32 instead of packed 4-bit "
+        "(slower; numerically closest to the reference)",
+    )
 
 
 def _turns(args: argparse.Namespace):  # noqa: ANN202 - yields str
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
     )
-    loaded = from_pretrained(args.model)
+    loaded = from_pretrained(args.model, quantized=not args.dense)
     if not isinstance(loaded.model, DecoderLM):
         raise ValueError(f"{args.model} is not a decoder language model; cannot chat")
     if not loaded.chat_template or loaded.tokenizer is None:

@@ -48,11 +48,14 @@ def tied_names(model: TransformerModel) -> dict[str, str]:
 
 
 def _retie(model: TransformerModel) -> None:
-    """Point every tied weight at the token embedding's (current) parameter."""
+    """Point every tied weight at the token embedding's (current) parameter. A head that
+    was swapped for another kind of layer (a packed ``QuantizedLinear``) stays as it is."""
     tokens = model.stack.embeddings.tokens.weight
     for name in tied_names(model):
         owner, attr = name.rsplit(".", 1)
-        setattr(model.get_submodule(owner), attr, tokens)
+        module = model.get_submodule(owner)
+        if isinstance(module, torch.nn.Linear):
+            setattr(module, attr, tokens)
 
 
 def model_from_state(

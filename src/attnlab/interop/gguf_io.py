@@ -26,6 +26,7 @@ from torch import Tensor
 from attnlab.config import ModelConfig
 from attnlab.interop._build import model_from_state
 from attnlab.models import DecoderLM
+from attnlab.nn.quantized import QuantizedLinear, int4_supported
 from attnlab.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,43 @@ def _nibbles(qs: np.ndarray) -> np.ndarray:
     np.bitwise_and(qs, 0x0F, out=out[:, :16], casting="unsafe")
     np.right_shift(qs, 4, out=out[:, 16:], casting="unsafe")
     return out
+
+
+def _nibble_codes(qs: np.ndarray) -> np.ndarray:
+    """(N, 16) packed bytes -> (N, 32) uint8 codes 0..15, in ``_nibbles``' order."""
+    return np.concatenate((qs & 0x0F, qs >> 4), axis=1)
+
+
+INT4_TYPES = ("Q4_0", "Q4_1")  # the GGUF types that run packed as int4 (see int4_codes)
+
+
+def int4_codes(
+    data: np.ndarray, qtype: Q, shape: tuple[int, int], name: str = ""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A Q4_0 or Q4_1 tensor's blocks, not dequantized: codes uint8 (N, K) in 0..15 and
+    scale, zero float32 (N, K/32), with ``w = (code - 8) * scale + zero``
+    (``QuantizedLinear.from_int4``'s convention): Q4_0 ``d * (q - 8)`` is scale d, zero 0;
+    Q4_1 ``d * q + m`` is scale d, zero m + 8 d."""
+    if qtype not in (Q.Q4_0, Q.Q4_1):
+        raise ValueError(
+            f"tensor {name!r} uses GGUF type {getattr(qtype, 'name', qtype)}; the packed int4 "
+            f"path takes only {', '.join(INT4_TYPES)}"
+        )
+    rows, cols = shape
+    if cols % 32:
+        raise ValueError(f"tensor {name!r} has {cols} columns, not a multiple of 32")
+    groups = (rows, cols // 32)
+    if qtype == Q.Q4_0:
+        blocks = data.reshape(-1, 18)  # (N * K/32, 2 + 16)
+        scale = _scales(blocks, 0)
+        zero = np.zeros_like(scale)
+        codes = _nibble_codes(blocks[:, 2:])
+    else:
+        blocks = data.reshape(-1, 20)  # (N * K/32, 2 + 2 + 16)
+        scale = _scales(blocks, 0)
+        zero = _scales(blocks, 2) + 8.0 * scale
+        codes = _nibble_codes(blocks[:, 4:])
+    return codes.reshape(shape), scale.reshape(groups), zero.reshape(groups)
 
 
 def dequantize(data: np.ndarray, qtype: Q, shape: tuple[int, ...], name: str = "") -> Tensor:
@@ -187,30 +225,96 @@ def _llama_names(config: ModelConfig) -> dict[str, str]:
 
 def read_tensor(tensor: Any) -> np.ndarray:
     """One ``ReaderTensor`` dequantized to float32, in PyTorch's (rows, columns) order."""
-    shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))  # GGUF lists ne0 first
-    return _dequantize(tensor.data, tensor.tensor_type, shape, tensor.name)
+    return _dequantize(tensor.data, tensor.tensor_type, _tensor_shape(tensor), tensor.name)
 
 
 def _llama_state(
-    reader: gguf.GGUFReader, config: ModelConfig
+    reader: gguf.GGUFReader, config: ModelConfig, packed: dict[str, QuantizedLinear] | None = None
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The dense state dict; the weight of each module in ``packed`` is an untouched
+    ``torch.empty`` placeholder instead (the module replaces its linear layer later)."""
     tensors = {t.name: t for t in reader.tensors}
+    skip = {f"{name}.weight": layer for name, layer in (packed or {}).items()}
 
     def get(name: str) -> np.ndarray:
         if name not in tensors:
             raise ValueError(f"GGUF file has no tensor {name!r}")
         return read_tensor(tensors[name])
 
+    def placeholder(ours: str) -> Tensor:
+        layer = skip[ours]
+        return torch.empty(layer.out_features, layer.in_features)
+
     names = _llama_names(config)
-    state = {ours: torch.from_numpy(get(theirs)) for ours, theirs in names.items()}
+    state = {
+        ours: placeholder(ours) if ours in skip else torch.from_numpy(get(theirs))
+        for ours, theirs in names.items()
+    }
     for i in range(config.n_layers):
+        name = f"stack.blocks.{i}.self_attn.in_proj.weight"
+        names[name] = f"blk.{i}.attn_q/attn_k/attn_v.weight"
+        if name in skip:
+            state[name] = placeholder(name)
+            continue
         q = _unpermute(get(f"blk.{i}.attn_q.weight"), config.n_heads)
         k = _unpermute(get(f"blk.{i}.attn_k.weight"), config.n_kv_heads)
         v = get(f"blk.{i}.attn_v.weight")
-        name = f"stack.blocks.{i}.self_attn.in_proj.weight"
         state[name] = torch.from_numpy(np.concatenate((q, k, v)))  # (H*Dh + 2*Hkv*Dh, D)
-        names[name] = f"blk.{i}.attn_q/attn_k/attn_v.weight"
     return state, names
+
+
+def _tensor_shape(tensor: Any) -> tuple[int, ...]:
+    return tuple(int(n) for n in reversed(tensor.shape.tolist()))  # GGUF lists ne0 first
+
+
+def _packed_linears(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, QuantizedLinear]:
+    """attnlab module name -> ``QuantizedLinear`` for every linear layer that runs packed.
+
+    Stored as Q4_0/Q4_1 (every matrix of the blocks, usually): int4, the file's own codes
+    and scales (exact but for bfloat16 scales). The vocabulary head stored as Q8_0 (the
+    tied token embedding of most 4-bit files): requantized to int8 with one scale per row,
+    which halves its bytes against bfloat16 (lossy: see ``QuantizedLinear.quantize``); the
+    token lookup keeps the dense table. Other types and shapes the kernels do not take
+    stay dense ``nn.Linear`` layers.
+    """
+    tensors = {t.name: t for t in reader.tensors}
+
+    def blocks(name: str, heads: int | None = None) -> tuple[np.ndarray, ...] | None:
+        t = tensors.get(name)
+        if t is None or t.tensor_type.name not in INT4_TYPES:
+            return None
+        parts = int4_codes(t.data, t.tensor_type, _tensor_shape(t), name)
+        return parts if heads is None else tuple(_unpermute(p, heads) for p in parts)
+
+    def add(ours: str, parts: list[tuple[np.ndarray, ...] | None]) -> None:
+        if any(p is None for p in parts):
+            return
+        codes, scale, zero = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+        if not int4_supported(*codes.shape):
+            logger.info("%s %s stays dense: the int4 kernel cannot take it", ours, codes.shape)
+            return
+        layer = QuantizedLinear.from_int4(
+            torch.from_numpy(codes), torch.from_numpy(scale), torch.from_numpy(zero)
+        )
+        packed[ours] = layer
+
+    packed: dict[str, QuantizedLinear] = {}
+    matrices = ("out_proj.weight", "gate.weight", "up.weight", "fc_out.weight")
+    for ours, theirs in _llama_names(config).items():
+        if ours.endswith(matrices):
+            add(ours.removesuffix(".weight"), [blocks(theirs)])
+    for i in range(config.n_layers):
+        qkv = [
+            blocks(f"blk.{i}.attn_q.weight", config.n_heads),
+            blocks(f"blk.{i}.attn_k.weight", config.n_kv_heads),
+            blocks(f"blk.{i}.attn_v.weight"),
+        ]
+        add(f"stack.blocks.{i}.self_attn.in_proj", qkv)  # (H*Dh + 2*Hkv*Dh, D)
+    head = "token_embd.weight" if config.tie_embeddings else "output.weight"
+    add("lm_head", [blocks(head)])
+    if "lm_head" not in packed and tensors[head].tensor_type == Q.Q8_0:
+        packed["lm_head"] = QuantizedLinear.quantize(torch.from_numpy(read_tensor(tensors[head])))
+    return packed
 
 
 def gguf_tokenizer(reader: gguf.GGUFReader) -> Tokenizer:
@@ -257,8 +361,16 @@ class GGUFContents:
     chat_template: str | None
 
 
-def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> GGUFContents:
-    """A GGUF file as an attnlab ``DecoderLM``, its tokenizer and its chat template."""
+def load_gguf(
+    path: str | Path, *, dtype: torch.dtype = torch.float32, quantized: bool = False
+) -> GGUFContents:
+    """A GGUF file as an attnlab ``DecoderLM``, its tokenizer and its chat template.
+
+    ``quantized``: keep the 4-bit matrices packed and run them with ``QuantizedLinear``
+    (bfloat16 activations; see ``_packed_linears`` for which layers), for fast inference on
+    a CPU; the rest of the model is in ``dtype``. The model can no longer be trained or
+    exported.
+    """
     reader = open_gguf(path)
     arch = _field(reader, "general.architecture")
     if arch not in ARCHITECTURES:
@@ -266,6 +378,11 @@ def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> GGUFCo
             f"GGUF architecture {arch!r} is not supported; supported: {', '.join(ARCHITECTURES)}"
         )
     config = _llama_config(reader, {t.name for t in reader.tensors})
-    state, names = _llama_state(reader, config)
+    packed = _packed_linears(reader, config) if quantized else {}
+    state, names = _llama_state(reader, config, packed)
     model = model_from_state(config, state, names, dtype=dtype)
+    for name, layer in packed.items():
+        model.set_submodule(name, layer)
+    if packed:
+        logger.info("%d linear layers run packed (%s)", len(packed), path)
     return GGUFContents(model, gguf_tokenizer(reader), _field(reader, "tokenizer.chat_template"))

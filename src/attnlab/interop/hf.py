@@ -98,6 +98,14 @@ def save_hf_model(
 ) -> Path:
     """Write ``model`` as a Hugging Face folder that ``transformers`` loads with
     ``AutoModel*.from_pretrained``; raises ValueError when no supported layout fits."""
+    from attnlab.nn.quantized import QuantizedLinear
+
+    packed = [n for n, m in model.named_modules() if isinstance(m, QuantizedLinear)]
+    if packed:
+        raise ValueError(
+            f"cannot export a model with packed quantized layers ({packed[0]}, ...): load it "
+            "without quantized=True"
+        )
     config = model.config
     layout = layout_for_config(config)
     folder = Path(folder)

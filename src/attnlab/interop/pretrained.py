@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from attnlab import checkpoint
 from attnlab.checkpoint import LoadedModel
 from attnlab.interop.gguf_io import load_gguf
 from attnlab.interop.hf import load_hf_model
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,18 @@ def resolve_name(name: str) -> Path:
     return path
 
 
-def from_pretrained(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a model and its tokenizer from a folder, a GGUF file or a bundled model's name."""
+def from_pretrained(
+    name_or_path: str | Path, *, dtype: torch.dtype = torch.float32, quantized: bool = False
+) -> LoadedModel:
+    """Load a model and its tokenizer from a folder, a GGUF file or a bundled model's name.
+
+    ``quantized``: keep a GGUF file's 4-bit weights packed for fast inference (see
+    ``load_gguf``); other sources hold no such weights and load as usual.
+    """
     name = str(name_or_path)
     path = resolve_name(name) if name in BUNDLED else Path(name)
     if path.is_file() and path.suffix == ".gguf":
-        contents = load_gguf(path, dtype=dtype)
+        contents = load_gguf(path, dtype=dtype, quantized=quantized)
         return LoadedModel(
             contents.model, contents.tokenizer, path, chat_template=contents.chat_template
         )
@@ -65,6 +74,8 @@ def from_pretrained(name_or_path: str | Path, *, dtype: torch.dtype = torch.floa
             f"no such model: {name!r}; give a model folder, a .gguf file or one of "
             f"{', '.join(BUNDLED)}"
         )
+    if quantized:
+        logger.info("%s is not a GGUF file: quantized=True has no packed weights to keep", path)
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a model folder: it has no config.json")

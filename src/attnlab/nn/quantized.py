@@ -1,0 +1,148 @@
+"""Linear layers that keep their weights quantized: a drop-in for a bias-free ``nn.Linear``
+at inference time.
+
+Two packed formats, both run by PyTorch's own CPU kernels on bfloat16 activations:
+
+- ``int4``: 4-bit codes ``q`` in 0..15 with one (scale, zero) pair per group of
+  ``group_size`` input columns, ``w = (q - 8) * scale + zero``
+  (``aten._weight_int4pack_mm_for_cpu``). GGUF's Q4_0 (``w = d * (q - 8)``) maps exactly
+  onto it with scale = d, zero = 0, and Q4_1 (``w = d * q + m``) with scale = d,
+  zero = m + 8 d; only the scales are rounded (float16 -> bfloat16).
+- ``int8``: signed 8-bit codes with one scale per output row, ``w = q * scale``
+  (``aten._weight_int8pack_mm``).
+
+``forward`` casts the input to bfloat16, multiplies, and returns the input's dtype, so a
+float32 model can hold these layers. The weights are buffers, not parameters: the layer
+cannot be trained, and a model's dtype and KV cache follow its other parameters.
+Shapes: N = out_features, K = in_features, G = group_size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the CPU kernel accepts
+# the kernels' overloads, resolved once: looking them up through torch.ops on every call
+# costs about as much as the matrix-vector product of a small layer
+_INT4_MM = torch.ops.aten._weight_int4pack_mm_for_cpu.default
+_INT8_MM = torch.ops.aten._weight_int8pack_mm.default
+
+
+def _int4_shape_error(n: int, k: int, group_size: int) -> str | None:
+    if group_size not in INT4_GROUP_SIZES:
+        return f"group size {group_size} is not one of {INT4_GROUP_SIZES}"
+    if k % group_size:
+        return f"in_features {k} is not a multiple of the group size {group_size}"
+    if n % 16:
+        return f"out_features {n} is not a multiple of 16"
+    return None
+
+
+def int4_supported(out_features: int, in_features: int, group_size: int = 32) -> bool:
+    """Whether an (out_features, in_features) weight can be packed for the int4 kernel."""
+    return _int4_shape_error(out_features, in_features, group_size) is None
+
+
+class QuantizedLinear(nn.Module):
+    """``y = x @ W^T`` with ``W`` held packed (see the module docstring). Build it with
+    ``from_int4``, ``from_int8`` or ``quantize``; ``dequantized_weight()`` gives ``W``."""
+
+    def __init__(self, in_features: int, out_features: int, kind: str, group_size: int = 0) -> None:
+        super().__init__()
+        if kind not in ("int4", "int8"):
+            raise ValueError(f"QuantizedLinear kind must be 'int4' or 'int8', got {kind!r}")
+        if (kind == "int4") != (group_size in INT4_GROUP_SIZES) or (kind == "int8" and group_size):
+            raise ValueError(
+                f"QuantizedLinear {kind} takes group_size in {INT4_GROUP_SIZES} for int4 and 0 "
+                f"for int8, got {group_size}"
+            )
+        self.in_features = in_features
+        self.out_features = out_features
+        self.kind = kind
+        self.group_size = group_size  # 0 for int8 (one scale per row)
+        # ``weight`` holds the packed codes, not W (as bitsandbytes' 4-bit layers do), so code
+        # that asks a layer for ``weight.device`` keeps working; W is dequantized_weight().
+        self.weight: Tensor  # int4: uint8 (N, K/2) in the kernel's layout; int8: int8 (N, K)
+        self.scales: Tensor  # int4: bf16 (K/G, N, 2) scale and zero; int8: bf16 (N,)
+        self.register_buffer("weight", torch.empty(0, dtype=torch.uint8))
+        self.register_buffer("scales", torch.empty(0, dtype=torch.bfloat16))
+
+    def extra_repr(self) -> str:
+        group = f", group_size={self.group_size}" if self.kind == "int4" else ""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, {self.kind}{group}"
+        )
+
+    @classmethod
+    def from_int4(
+        cls, codes: Tensor, scale: Tensor, zero: Tensor, group_size: int = 32
+    ) -> QuantizedLinear:
+        """codes (N, K) integers in 0..15, scale and zero (N, K/G):
+        ``W[n, k] = (codes[n, k] - 8) * scale[n, k // G] + zero[n, k // G]``."""
+        if codes.dim() != 2:
+            raise ValueError(
+                f"int4 codes must be a (out, in) matrix, got shape {tuple(codes.shape)}"
+            )
+        n, k = codes.shape
+        error = _int4_shape_error(n, k, group_size)
+        if error:
+            raise ValueError(f"cannot pack a ({n}, {k}) weight as int4: {error}")
+        groups = (n, k // group_size)
+        if tuple(scale.shape) != groups or tuple(zero.shape) != groups:
+            raise ValueError(
+                f"int4 scale and zero must have shape {groups}, got {tuple(scale.shape)} and "
+                f"{tuple(zero.shape)}"
+            )
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > 15):
+            raise ValueError("int4 codes must lie in 0..15")
+        layer = cls(k, n, "int4", group_size)
+        codes32 = codes.to(torch.int32).contiguous()
+        layer.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes32, 1)
+        pairs = torch.stack((scale.float(), zero.float()), dim=-1)  # (N, K/G, 2)
+        layer.scales = pairs.transpose(0, 1).contiguous().to(torch.bfloat16)  # (K/G, N, 2)
+        return layer
+
+    @classmethod
+    def from_int8(cls, codes: Tensor, scale: Tensor) -> QuantizedLinear:
+        """codes (N, K) int8, scale (N,): ``W[n, k] = codes[n, k] * scale[n]``."""
+        if codes.dtype != torch.int8 or codes.dim() != 2:
+            raise ValueError(
+                f"int8 codes must be an int8 (out, in) matrix, got {codes.dtype} "
+                f"{tuple(codes.shape)}"
+            )
+        n, k = codes.shape
+        if tuple(scale.shape) != (n,):
+            raise ValueError(f"int8 scale must have shape ({n},), got {tuple(scale.shape)}")
+        layer = cls(k, n, "int8")
+        layer.weight = codes.contiguous()
+        layer.scales = scale.to(torch.bfloat16).contiguous()
+        return layer
+
+    @classmethod
+    def quantize(cls, weight: Tensor) -> QuantizedLinear:
+        """A float (N, K) weight requantized to int8 with one symmetric scale per row
+        (max |w| / 127): lossy, about 0.4% of the row's largest weight at worst."""
+        weight = weight.detach().float()
+        peak = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)  # (N,)
+        scale = (peak / 127.0).to(torch.bfloat16).float()  # the scale the kernel will use
+        codes = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        return cls.from_int8(codes, scale)
+
+    def dequantized_weight(self) -> Tensor:
+        """``W`` (N, K) in float32: exact for int8; for int4 read back through the kernel
+        (the identity times ``W^T``, since the packed layout is the kernel's own), so
+        rounded to bfloat16."""
+        if self.kind == "int8":
+            return self.weight.float() * self.scales.float()[:, None]
+        eye = torch.eye(self.in_features, dtype=torch.bfloat16)  # (K, K)
+        return self(eye).float().t().contiguous()  # (N, K)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., K) -> (..., N) in x's dtype (computed from bfloat16 activations)."""
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (M, K)
+        if self.group_size:  # int4
+            y = _INT4_MM(rows, self.weight, self.group_size, self.scales)
+        else:
+            y = _INT8_MM(rows, self.weight, self.scales)
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)  # (..., N)
