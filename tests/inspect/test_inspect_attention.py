@@ -13,7 +13,7 @@ from inspect_helpers import labels, tiny
 
 from attnlab.inspect import attention_maps, attention_maps_batch, collect_attentions
 from attnlab.nn.attention import MultiHeadAttention
-from attnlab.nn.positional import alibi_slopes, apply_rotary
+from attnlab.nn.positional import alibi_slopes
 
 TEXTS = ["the cat sat on the mat", "a dog!", "hello, world?"]
 
@@ -68,9 +68,13 @@ def _hand_weights(
         pos = (query_mask.cumsum(-1) - 1).clamp_min(0).double()  # (B, T) real-token count
         inv_freq = rope_base ** (-torch.arange(0, dh, 2, dtype=torch.float64) / dh)
         angles = pos[..., None] * inv_freq  # (B, T, Dh/2)
-        angles = torch.cat((angles, angles), -1)[:, None]  # (B, 1, T, Dh)
-        q = apply_rotary(q, angles.cos().float(), angles.sin().float())
-        k = apply_rotary(k, angles.cos().float(), angles.sin().float())
+        cos, sin = angles.cos().float()[:, None], angles.sin().float()[:, None]  # (B,1,T,Dh/2)
+
+        def rotate(t: torch.Tensor) -> torch.Tensor:  # pairs (j, j + Dh/2), by hand
+            t1, t2 = t[..., : dh // 2], t[..., dh // 2 :]
+            return torch.cat((t1 * cos - t2 * sin, t2 * cos + t1 * sin), dim=-1)
+
+        q, k = rotate(q), rotate(k)
     k = k.repeat_interleave(h // hkv, dim=1)  # query head i uses kv head i // (H / Hkv)
     scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (B, H, T, S)
     if positional == "alibi" and memory is None:
