@@ -209,12 +209,14 @@ def build_optimizer(
     muon_lr: float = 0.02,
     muon_momentum: float = 0.95,
     muon_weight_decay: float = 0.0,
+    muon_ns_steps: int = 5,
 ) -> torch.optim.Optimizer | CombinedOptimizer:
     """``optimizer="adamw"``: AdamW over ``parameter_groups``, fused when asked and the device
-    supports it. ``optimizer="muon"``: ``Muon`` (Nesterov momentum
-    ``muon_momentum``, learning rate ``muon_lr``, decoupled weight decay
-    ``muon_weight_decay``) over ``muon_parameters``, and AdamW as above over the rest. Every
-    group carries ``lr_scale``, its learning rate over ``lr``, for the schedule."""
+    supports it. ``optimizer="muon"``: ``Muon`` (Nesterov momentum ``muon_momentum``,
+    learning rate ``muon_lr``, decoupled weight decay ``muon_weight_decay``,
+    ``muon_ns_steps`` Newton-Schulz iterations) over ``muon_parameters``, and AdamW as above
+    over the rest. Every group carries ``lr_scale``, its learning rate over ``lr``, for the
+    schedule."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer={optimizer!r} must be one of {', '.join(OPTIMIZERS)}")
     hidden = muon_parameters(model) if optimizer == "muon" else []
@@ -229,6 +231,7 @@ def build_optimizer(
         lr=muon_lr,
         momentum=muon_momentum,
         weight_decay=muon_weight_decay,
+        ns_steps=muon_ns_steps,
     )
     return CombinedOptimizer([adamw, muon])
 
