@@ -53,3 +53,32 @@ def test_muon_update_is_nearly_orthogonal_and_state_round_trips() -> None:
     assert len(again.state) == len(params)
     with pytest.raises(ValueError, match="2-D"):
         Muon([torch.nn.Parameter(torch.zeros(3))])
+
+
+def _newton_schulz(g: torch.Tensor, steps: int) -> torch.Tensor:
+    """The textbook quintic iteration, one matrix at a time, in float64."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.double().mT if g.size(0) > g.size(1) else g.double()
+    x = x / x.norm().clamp(min=1e-7)
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.mT if g.size(0) > g.size(1) else x).float()
+
+
+@pytest.mark.parametrize("ns_steps", [3, 5])
+def test_muon_runs_ns_steps_newton_schulz_iterations(ns_steps: int) -> None:
+    params = _matrices()
+    opt = Muon(params, lr=0.1, momentum=0.0, nesterov=False, ns_steps=ns_steps)
+    before = [p.detach().clone() for p in params]
+    generator = torch.Generator().manual_seed(2)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator)
+    opt.step()
+    for p, p0 in zip(params, before, strict=True):
+        scale = 0.1 * max(1.0, p.size(0) / p.size(1)) ** 0.5
+        expected = _newton_schulz(p.grad, ns_steps) * scale
+        other = _newton_schulz(p.grad, 8 - ns_steps) * scale  # 5 for 3, 3 for 5
+        moved = p0 - p.detach()
+        assert (moved - expected).norm() / expected.norm() < 1e-4
+        assert (moved - other).norm() / expected.norm() > 0.03

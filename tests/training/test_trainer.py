@@ -258,6 +258,8 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest(family: str, tie: bool
     adamw_names = [names[id(p)] for g in adamw.param_groups for p in g["params"]]
     assert len(adamw_names) == len(set(adamw_names))  # a tied head appears once
     assert set(adamw_names) | muon_names == set(names.values())
+    assert muon.param_groups[0]["ns_steps"] == 5
+
     assert not set(adamw_names) & muon_names
     assert any("embeddings" in n for n in adamw_names)  # embeddings, norms, biases, head
     assert any("norm" in n for n in adamw_names) and any("bias" in n for n in adamw_names)
@@ -269,6 +271,13 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest(family: str, tie: bool
     assert muon.param_groups[0]["lr_scale"] == pytest.approx(50.0)
     assert muon.param_groups[0]["weight_decay"] == 0.0
     assert optimizer.param_groups == adamw.param_groups + muon.param_groups
+
+
+def test_muon_ns_steps_reaches_the_optimizer(make_config) -> None:
+    trainer = new_run(make_config(optimizer="muon", muon_ns_steps=3))
+    assert trainer.optimizer.optimizers[1].param_groups[0]["ns_steps"] == 3
+    with pytest.raises(ValueError, match="muon_ns_steps"):
+        make_config(optimizer="muon", muon_ns_steps=0)
 
 
 def test_trainer_schedules_muon_at_its_own_rate(make_config) -> None:

@@ -75,6 +75,7 @@ class TrainConfig(_JsonConfig):
     muon_lr: float = 0.02  # optimizer=muon: peak learning rate of Muon (scheduled like lr)
     muon_momentum: float = 0.95  # optimizer=muon: Muon's Nesterov momentum
     muon_weight_decay: float = 0.0  # optimizer=muon: Muon's decoupled weight decay
+    muon_ns_steps: int = 5  # optimizer=muon: Newton-Schulz iterations per update
     # evaluation and logging
     eval_interval: int = 500  # steps between evaluations over the whole validation split
     eval_batch_size: int | None = None  # windows per evaluation batch; None: batch_size
@@ -133,6 +134,8 @@ class TrainConfig(_JsonConfig):
             raise ValueError(f"muon_lr={self.muon_lr!r} must be positive")
         _check_range("muon_momentum", self.muon_momentum, 0.0, 0.999999)
         _check_range("muon_weight_decay", self.muon_weight_decay, 0.0, 10.0)
+        if not 1 <= self.muon_ns_steps <= 20:
+            raise ValueError(f"muon_ns_steps={self.muon_ns_steps!r} must lie in [1, 20]")
         if not self.grad_clip >= 0:
             raise ValueError(f"grad_clip={self.grad_clip!r} must be >= 0 (0 disables clipping)")
 

@@ -119,6 +119,7 @@ class Trainer:
             muon_lr=config.muon_lr,
             muon_momentum=config.muon_momentum,
             muon_weight_decay=config.muon_weight_decay,
+            muon_ns_steps=config.muon_ns_steps,
         )
         self.generator = torch.Generator().manual_seed(config.seed)  # data sampling only
         self.step = 0
