@@ -271,11 +271,11 @@ def _packed_linears(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, Q
     """attnlab module name -> ``QuantizedLinear`` for every linear layer that runs packed.
 
     Stored as Q4_0/Q4_1 (every matrix of the blocks, usually): int4, the file's own codes
-    and scales (exact but for bfloat16 scales). The vocabulary head stored as Q8_0 (the
-    tied token embedding of most 4-bit files): requantized to int8 with one scale per row,
+    and scales (exact but for bfloat16 scales). Other types and shapes the kernels do not
+    take stay dense ``nn.Linear`` layers; ``load_gguf`` adds a Q8_0 vocabulary head (the
+    tied token embedding of most 4-bit files), requantized to int8 with one scale per row,
     which halves its bytes against bfloat16 (lossy: see ``QuantizedLinear.quantize``); the
-    token lookup keeps the dense table. Other types and shapes the kernels do not take
-    stay dense ``nn.Linear`` layers.
+    token lookup keeps the dense table.
     """
     tensors = {t.name: t for t in reader.tensors}
 
@@ -310,11 +310,13 @@ def _packed_linears(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, Q
             blocks(f"blk.{i}.attn_v.weight"),
         ]
         add(f"stack.blocks.{i}.self_attn.in_proj", qkv)  # (H*Dh + 2*Hkv*Dh, D)
-    head = "token_embd.weight" if config.tie_embeddings else "output.weight"
-    add("lm_head", [blocks(head)])
-    if "lm_head" not in packed and tensors[head].tensor_type == Q.Q8_0:
-        packed["lm_head"] = QuantizedLinear.quantize(torch.from_numpy(read_tensor(tensors[head])))
+    add("lm_head", [blocks(_head_name(config))])
     return packed
+
+
+def _head_name(config: ModelConfig) -> str:
+    """The GGUF tensor that holds the vocabulary head (the token embedding when tied)."""
+    return "token_embd.weight" if config.tie_embeddings else "output.weight"
 
 
 def gguf_tokenizer(reader: gguf.GGUFReader) -> Tokenizer:
@@ -380,6 +382,13 @@ def load_gguf(
     config = _llama_config(reader, {t.name for t in reader.tensors})
     packed = _packed_linears(reader, config) if quantized else {}
     state, names = _llama_state(reader, config, packed)
+    if quantized and "lm_head" not in packed:
+        head = next(t for t in reader.tensors if t.name == _head_name(config))
+        if head.tensor_type == Q.Q8_0:
+            # requantized from the table already dequantized for the state, not read again
+            tied = config.tie_embeddings
+            dense = "stack.embeddings.tokens.weight" if tied else "lm_head.weight"
+            packed["lm_head"] = QuantizedLinear.quantize(state[dense])
     model = model_from_state(config, state, names, dtype=dtype)
     for name, layer in packed.items():
         model.set_submodule(name, layer)

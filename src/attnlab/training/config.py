@@ -134,8 +134,7 @@ class TrainConfig(_JsonConfig):
             raise ValueError(f"muon_lr={self.muon_lr!r} must be positive")
         _check_range("muon_momentum", self.muon_momentum, 0.0, 0.999999)
         _check_range("muon_weight_decay", self.muon_weight_decay, 0.0, 10.0)
-        if not 1 <= self.muon_ns_steps <= 20:
-            raise ValueError(f"muon_ns_steps={self.muon_ns_steps!r} must lie in [1, 20]")
+        _check_range("muon_ns_steps", self.muon_ns_steps, 1, 20)
         if not self.grad_clip >= 0:
             raise ValueError(f"grad_clip={self.grad_clip!r} must be >= 0 (0 disables clipping)")
 

@@ -28,13 +28,18 @@ OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
 
 
+def _embedding_weight_ids(model: nn.Module) -> set[int]:
+    """ids of every embedding table of ``model`` (a head tied to one shares its id)."""
+    return {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+
+
 def parameter_groups(
     model: nn.Module, weight_decay: float, exclude: Iterable[nn.Parameter] = ()
 ) -> list[dict]:
     """Two AdamW groups: matrices decay; norms, biases and embeddings (and a head tied to an
     embedding) do not. Shared parameters appear once; ``exclude``: parameters another
     optimizer takes care of."""
-    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embedding_ids = _embedding_weight_ids(model)
     decay, no_decay, seen = [], [], {id(p) for p in exclude}
     for param in model.parameters():
         if not param.requires_grad or id(param) in seen:
@@ -55,7 +60,7 @@ def muon_parameters(model: nn.Module) -> list[nn.Parameter]:
     (attention and feed-forward projections) of every stack of ``model``. Embeddings, norms,
     biases and the output heads are left to AdamW, as in modded-nanogpt. Shared parameters
     appear once."""
-    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embedding_ids = _embedding_weight_ids(model)
     chosen, seen = [], set()
     for stack in model.modules():
         if not isinstance(stack, TransformerStack):
@@ -110,8 +115,14 @@ class Muon(torch.optim.Optimizer):
         nesterov: bool = True,
         ns_steps: int = 5,
     ) -> None:
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
-        super().__init__(params, {**defaults, "nesterov": nesterov, "ns_steps": ns_steps})
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+        )
+        super().__init__(params, defaults)
         for group in self.param_groups:
             for param in group["params"]:
                 if param.dim() != 2:
