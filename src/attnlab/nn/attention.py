@@ -83,19 +83,31 @@ class MultiHeadAttention(nn.Module):
         return self.in_proj.weight[start:end], None if b is None else b[start:end]
 
     def _project(
-        self, x: Tensor, memory: Tensor | None, kv_cached: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        """Queries (B, T, H*Dh) and, unless cached, keys+values (B, S, 2*Hkv*Dh)."""
-        if memory is None:
-            qkv = self.in_proj(x)  # one matmul for self-attention
-            return qkv[..., : self.q_dim], qkv[..., self.q_dim :]
+        self,
+        x: Tensor,
+        memory: Tensor | None,
+        kv_cached: bool,
+        rope: tuple[Tensor, Tensor] | None,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Queries (B, H, T, Dh) and, unless cached, keys and values (B, Hkv, S, Dh); RoPE
+        rotates the queries and keys of self-attention."""
+        b, t, _ = x.shape
+        h, hkv = self.n_heads, self.n_kv_heads
+        if memory is None:  # self-attention: one matmul, one view for all three
+            qkv = self.in_proj(x)  # (B, T, (H + 2 Hkv) Dh)
+            heads = qkv.view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, H + 2 Hkv, T, Dh)
+            v = heads[:, h + hkv :]
+            if rope is None:
+                return heads[:, :h], heads[:, h : h + hkv], v
+            qk = apply_rotary(heads[:, : h + hkv], *rope)  # one call for queries and keys
+            return qk[:, :h], qk[:, h:], v
         q = F.linear(x, *self._rows(0, self.q_dim))
-        kv = None if kv_cached else F.linear(memory, *self._rows(self.q_dim, None))
-        return q, kv
-
-    def _split_heads(self, t: Tensor, n_heads: int) -> Tensor:
-        b, s, _ = t.shape
-        return t.view(b, s, n_heads, self.head_dim).transpose(1, 2)  # (B, n_heads, S, Dh)
+        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+        if kv_cached:
+            return q, None, None
+        kv = F.linear(memory, *self._rows(self.q_dim, None))  # (B, S, 2 Hkv Dh)
+        kv = kv.view(b, memory.shape[1], -1, self.head_dim).transpose(1, 2)  # (B, 2Hkv, S, Dh)
+        return q, kv[:, :hkv], kv[:, hkv:]
 
     def forward(
         self,
@@ -121,22 +133,16 @@ class MultiHeadAttention(nn.Module):
         q_len = x.shape[1]
         cross = memory is not None
         kv_cached = cross and cache is not None and cache.cross_kv is not None
-        q, kv = self._project(x, memory, kv_cached)
-        q = self._split_heads(q, self.n_heads)  # (B, H, T, Dh)
-        if kv is None:
+        q, k, v = self._project(x, memory, kv_cached, rope)
+        if k is None or v is None:
             k, v = cache.cross_kv  # type: ignore[union-attr, misc]
-        else:
-            k = self._split_heads(kv[..., : self.kv_dim], self.n_kv_heads)  # (B, Hkv, S, Dh)
-            v = self._split_heads(kv[..., self.kv_dim :], self.n_kv_heads)  # (B, Hkv, S, Dh)
-            if rope is not None and not cross:
-                q = apply_rotary(q, *rope)
-                k = apply_rotary(k, *rope)
-            if cache is not None:
-                if cross:
-                    cache.cross_kv = (k, v)
-                else:
-                    k, v = cache.update(k, v)  # (B, Hkv, past + T, Dh)
-        k, v = k.to(q.dtype), v.to(q.dtype)
+        elif cache is not None:
+            if cross:
+                cache.cross_kv = (k, v)
+            else:
+                k, v = cache.update(k, v)  # (B, Hkv, past + T, Dh)
+        if k.dtype != q.dtype:
+            k, v = k.to(q.dtype), v.to(q.dtype)
         k_len = k.shape[2]
 
         if causal and q_len > 1:
