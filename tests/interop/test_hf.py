@@ -229,7 +229,7 @@ def test_prepare_for_decoding_keeps_outputs_ties_and_export(tmp_path: Path) -> N
     before = model(ids).logits
     prepare_for_decoding(model)
     assert model.lm_head.weight is model.stack.embeddings.tokens.weight
-    assert model.stack.blocks[0].feed_forward.gate.weight.t().is_contiguous()
+    assert model.stack.blocks[0].feed_forward.gate_up.weight.t().is_contiguous()
     torch.testing.assert_close(model(ids).logits, before, atol=1e-6, rtol=0)
     cache = model.new_cache(2, 16)
     step = torch.cat(

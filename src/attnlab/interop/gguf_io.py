@@ -205,7 +205,7 @@ def _llama_config(reader: gguf.GGUFReader, names: set[str]) -> ModelConfig:
 
 
 def _llama_names(config: ModelConfig) -> dict[str, str]:
-    """attnlab name -> GGUF name (Q, K and V are stacked separately)."""
+    """attnlab name -> GGUF name (the stacked Q/K/V and gate/up are added by the caller)."""
     names = {
         "stack.embeddings.tokens.weight": "token_embd.weight",
         "stack.final_norm.weight": "output_norm.weight",
@@ -217,8 +217,6 @@ def _llama_names(config: ModelConfig) -> dict[str, str]:
         names[f"{ours}.norm_attn.weight"] = f"{theirs}.attn_norm.weight"
         names[f"{ours}.self_attn.out_proj.weight"] = f"{theirs}.attn_output.weight"
         names[f"{ours}.norm_ff.weight"] = f"{theirs}.ffn_norm.weight"
-        names[f"{ours}.feed_forward.gate.weight"] = f"{theirs}.ffn_gate.weight"
-        names[f"{ours}.feed_forward.up.weight"] = f"{theirs}.ffn_up.weight"
         names[f"{ours}.feed_forward.fc_out.weight"] = f"{theirs}.ffn_down.weight"
     return names
 
@@ -250,16 +248,30 @@ def _llama_state(
         ours: placeholder(ours) if ours in skip else torch.from_numpy(get(theirs))
         for ours, theirs in names.items()
     }
+    def stacked(ours: str, theirs: list[tuple[str, int | None]]) -> None:
+        """One attnlab matrix from the rows of several GGUF matrices, (name, heads) each:
+        heads given for Q and K, whose rows GGUF permutes."""
+        names[ours] = " + ".join(name for name, _ in theirs)
+        if ours in skip:
+            state[ours] = placeholder(ours)
+            return
+        parts = [get(n) if heads is None else _unpermute(get(n), heads) for n, heads in theirs]
+        state[ours] = torch.from_numpy(np.concatenate(parts))
+
     for i in range(config.n_layers):
-        name = f"stack.blocks.{i}.self_attn.in_proj.weight"
-        names[name] = f"blk.{i}.attn_q/attn_k/attn_v.weight"
-        if name in skip:
-            state[name] = placeholder(name)
-            continue
-        q = _unpermute(get(f"blk.{i}.attn_q.weight"), config.n_heads)
-        k = _unpermute(get(f"blk.{i}.attn_k.weight"), config.n_kv_heads)
-        v = get(f"blk.{i}.attn_v.weight")
-        state[name] = torch.from_numpy(np.concatenate((q, k, v)))  # (H*Dh + 2*Hkv*Dh, D)
+        ours, blk = f"stack.blocks.{i}", f"blk.{i}"
+        stacked(  # (H*Dh + 2*Hkv*Dh, D)
+            f"{ours}.self_attn.in_proj.weight",
+            [
+                (f"{blk}.attn_q.weight", config.n_heads),
+                (f"{blk}.attn_k.weight", config.n_kv_heads),
+                (f"{blk}.attn_v.weight", None),
+            ],
+        )
+        stacked(  # (2 * d_ff, D)
+            f"{ours}.feed_forward.gate_up.weight",
+            [(f"{blk}.ffn_gate.weight", None), (f"{blk}.ffn_up.weight", None)],
+        )
     return state, names
 
 
@@ -299,7 +311,7 @@ def _packed_linears(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, Q
         packed[ours] = layer
 
     packed: dict[str, QuantizedLinear] = {}
-    matrices = ("out_proj.weight", "gate.weight", "up.weight", "fc_out.weight")
+    matrices = ("out_proj.weight", "fc_out.weight")
     for ours, theirs in _llama_names(config).items():
         if ours.endswith(matrices):
             add(ours.removesuffix(".weight"), [blocks(theirs)])
@@ -310,6 +322,8 @@ def _packed_linears(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, Q
             blocks(f"blk.{i}.attn_v.weight"),
         ]
         add(f"stack.blocks.{i}.self_attn.in_proj", qkv)  # (H*Dh + 2*Hkv*Dh, D)
+        gate_up = [blocks(f"blk.{i}.ffn_gate.weight"), blocks(f"blk.{i}.ffn_up.weight")]
+        add(f"stack.blocks.{i}.feed_forward.gate_up", gate_up)  # (2 * d_ff, D)
     add("lm_head", [blocks(_head_name(config))])
     return packed
 

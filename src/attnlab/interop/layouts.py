@@ -30,7 +30,7 @@ COPY, TRANSPOSE, STACK = "copy", "transpose", "stack"
 @dataclass(frozen=True)
 class Entry:
     ours: str
-    theirs: tuple[str, ...]  # one name, or three for STACK (query, key, value)
+    theirs: tuple[str, ...]  # one name; for STACK three (query, key, value) or two (gate, up)
     how: str = COPY
 
 
@@ -48,7 +48,9 @@ def _linear(ours: str, theirs: str, bias: bool = True, how: str = COPY) -> list[
     return out
 
 
-def _qkv(ours: str, theirs: tuple[str, str, str], bias: bool) -> list[Entry]:
+def _stacked(ours: str, theirs: tuple[str, ...], bias: bool) -> list[Entry]:
+    """One attnlab linear layer whose rows stack several checkpoint layers (Q, K, V or
+    gate, up)."""
     out = [Entry(f"{ours}.weight", tuple(f"{t}.weight" for t in theirs), STACK)]
     if bias:
         out.append(Entry(f"{ours}.bias", tuple(f"{t}.bias" for t in theirs), STACK))
@@ -181,7 +183,7 @@ class BertLayout(Layout):
         for i in range(c.n_layers):
             ours, theirs = f"stack.blocks.{i}", f"encoder.layer.{i}"
             att = f"{theirs}.attention"
-            out += _qkv(
+            out += _stacked(
                 f"{ours}.self_attn.in_proj",
                 (f"{att}.self.query", f"{att}.self.key", f"{att}.self.value"),
                 bias=True,
@@ -375,13 +377,15 @@ class LlamaLayout(Layout):
             ours, theirs = f"stack.blocks.{i}", f"layers.{i}"
             att = f"{theirs}.self_attn"
             out += _norm(f"{ours}.norm_attn", f"{theirs}.input_layernorm", bias=False)
-            out += _qkv(
+            out += _stacked(
                 f"{ours}.self_attn.in_proj", (f"{att}.q_proj", f"{att}.k_proj", f"{att}.v_proj"), b
             )
             out += _linear(f"{ours}.self_attn.out_proj", f"{att}.o_proj", b)
             out += _norm(f"{ours}.norm_ff", f"{theirs}.post_attention_layernorm", bias=False)
-            out += _linear(f"{ours}.feed_forward.gate", f"{theirs}.mlp.gate_proj", b)
-            out += _linear(f"{ours}.feed_forward.up", f"{theirs}.mlp.up_proj", b)
+            mlp = f"{theirs}.mlp"
+            out += _stacked(
+                f"{ours}.feed_forward.gate_up", (f"{mlp}.gate_proj", f"{mlp}.up_proj"), b
+            )
             out += _linear(f"{ours}.feed_forward.fc_out", f"{theirs}.mlp.down_proj", b)
         out += _norm("stack.final_norm", "norm", bias=False)
         if not c.tie_embeddings:
@@ -447,8 +451,10 @@ def from_attnlab(
     for entry in layout.entries(config):
         names = [n[1:] if n.startswith("!") else head_prefix + n for n in entry.theirs]
         value = state[entry.ours]
-        if entry.how == STACK:
+        if entry.how == STACK and len(names) == 3:  # [Q; K; V]
             parts = value.split([q_dim, kv_dim, kv_dim], dim=0)
+        elif entry.how == STACK:  # equal parts: [gate; up]
+            parts = value.chunk(len(names), dim=0)
         elif entry.how == TRANSPOSE and value.dim() == 2:
             parts = (value.t(),)
         else:

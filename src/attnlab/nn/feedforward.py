@@ -55,17 +55,25 @@ class MLP(nn.Module):
 
 
 class GatedMLP(nn.Module):
-    """fc_out(act(gate(x)) * up(x)): SwiGLU with act=silu, GeGLU with act=gelu (Shazeer, 2020)."""
+    """fc_out(act(x W_gate) * (x W_up)): SwiGLU with act=silu, GeGLU with act=gelu
+    (Shazeer, 2020).
+
+    The gate and up projections live in one matrix ``gate_up`` laid out as [W_gate; W_up]
+    (``d_ff`` rows each), so both come from one matrix product, as Q, K and V do in
+    ``MultiHeadAttention.in_proj``.
+    """
 
     def __init__(self, d_model: int, d_ff: int, activation: str = "silu", bias: bool = False):
         super().__init__()
         self.act = get_activation(activation)
-        self.gate = nn.Linear(d_model, d_ff, bias=bias)
-        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        self.d_ff = d_ff
+        self.gate_up = nn.Linear(d_model, 2 * d_ff, bias=bias)
         self.fc_out = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc_out(self.act(self.gate(x)) * self.up(x))
+        gate_up = self.gate_up(x)  # (..., 2 d_ff)
+        gate, up = gate_up[..., : self.d_ff], gate_up[..., self.d_ff :]
+        return self.fc_out(self.act(gate) * up)
 
 
 def make_feedforward(activation: str, d_model: int, d_ff: int, bias: bool = True) -> nn.Module:
