@@ -29,20 +29,28 @@ import time
 
 import torch
 
+from attnlab.generation import DecoderSession
+
 PROMPT = "Write a short story about a robot who learns to paint."
 EOS = 2  # <|im_end|>, SmolLM2's end of text
 
 
 def _attnlab_decode(model, ids: torch.Tensor, new_tokens: int) -> tuple[float, list[int]]:  # noqa: ANN001
+    """Greedy with end-of-text suppressed, through a decoding session (the loop under
+    ``generate``), its one-token steps recorded (``GenerationConfig.traced_step``)."""
     start = time.perf_counter()
     with torch.inference_mode():
-        cache = model.new_cache(1, ids.shape[1] + new_tokens)
-        step, out = ids, []
-        for _ in range(new_tokens):
-            logits = model(step, cache=cache).logits[:, -1]  # (1, V)
+        session = DecoderSession(model, ids, None, new_tokens)
+        session.use_traced_step()
+        logits = session.prefill()  # (1, V)
+        for i in range(new_tokens):
             logits[:, EOS] = float("-inf")
-            step = logits.argmax(-1, keepdim=True)  # (1, 1)
-            out.append(int(step))
+            step = logits.argmax(-1)  # (1,)
+            if i + 1 < new_tokens:
+                logits = session.step(step)
+            else:
+                session.append(step)
+        out = session.generated()[0].tolist()
     return time.perf_counter() - start, out
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from attnlab.config import _JsonConfig
 
+TRACE_MIN_TOKENS = 32  # below this, GenerationConfig(traced_step=None) steps eagerly
+
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -24,6 +26,10 @@ class GenerationConfig(_JsonConfig):
     beat the worst finished one at its current length. ``stop_strings`` need a tokenizer.
     ``bos_token_id`` starts an empty prompt (and the target of an encoder-decoder);
     ``pad_token_id`` fills rows that have finished (default: the first EOS id, else 0).
+    ``traced_step`` runs the one-token steps of a decoder-only model through a recorded
+    step (``attnlab.generation.traced``): True, False, or None for "when at least
+    ``TRACE_MIN_TOKENS`` new tokens are asked for" (recording costs about as much as tens of
+    eager steps). Beam search always steps eagerly.
     """
 
     max_new_tokens: int = 64
@@ -41,6 +47,7 @@ class GenerationConfig(_JsonConfig):
     seed: int | None = None
     bos_token_id: int | None = None
     pad_token_id: int | None = None
+    traced_step: bool | None = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
@@ -82,10 +89,19 @@ class GenerationConfig(_JsonConfig):
         self.stop_strings = list(self.stop_strings)
         if not all(isinstance(s, str) and s for s in self.stop_strings):
             raise ValueError(f"stop_strings={self.stop_strings!r} must be non-empty strings")
+        if self.traced_step not in (None, True, False):
+            raise ValueError(f"traced_step={self.traced_step!r} must be True, False or None")
         for name in ("seed", "bos_token_id", "pad_token_id"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 0):
                 raise ValueError(f"{name}={value!r} must be None or an integer >= 0")
+
+    @property
+    def use_traced_step(self) -> bool:
+        """Whether one-token steps (greedy or sampled, not beam search) are recorded."""
+        if self.num_beams > 1 or self.traced_step is False:
+            return False
+        return self.traced_step is True or self.max_new_tokens >= TRACE_MIN_TOKENS
 
     @property
     def sampling(self) -> bool:

@@ -18,6 +18,7 @@ from torch import Tensor
 from attnlab.generation.config import GenerationConfig
 from attnlab.generation.processors import apply_processors, build_processors
 from attnlab.generation.session import DecoderSession, Seq2SeqSession, _Session, new_generator
+from attnlab.generation.traced import wanted
 from attnlab.models.decoder import DecoderLM
 from attnlab.models.encoder_decoder import EncoderDecoderModel
 
@@ -219,6 +220,8 @@ def generate(
     try:
         with torch.inference_mode():
             session = DecoderSession(model, prompt, mask, config.max_new_tokens)
+        if wanted(model, config):
+            session.use_traced_step()
         new = _run(session, config, generator, tokenizer)
     finally:
         model.train(was_training)

@@ -117,6 +117,55 @@ class DecoderSession(_Session):
         out = self.model(ids, attention_mask=mask, position_ids=positions, cache=self.cache)
         return out.logits[:, -1]  # (N, V)
 
+    def use_traced_step(self) -> None:
+        """Run later one-token steps through a recorded step (``attnlab.generation.traced``)
+        when the model allows it; the prompt and window refills stay eager."""
+        self._traced = True
+
+    _traced = False
+    _step: torch.nn.Module | None = None  # the recorded step, once looked up
+    _cache_mask: Tensor | None = None  # (N, S) 1 at the cache positions a step may attend to
+
+    def prefill(self) -> Tensor:
+        self._cache_mask = None  # rebuilt by the next traced step
+        return super().prefill()
+
+    def reorder(self, index: Tensor) -> None:
+        super().reorder(index)
+        self._cache_mask = None
+
+    def advance(self) -> Tensor:
+        if not self._traced or self.cache.length == self.cache.max_len:
+            return super().advance()
+        cache = self.cache
+        n = cache.length  # the new token's slot; the cache holds columns start .. start+n-1
+        if self._cache_mask is None:
+            self._cache_mask = self.tokens.new_zeros(self.batch_size, cache.max_len)
+            if self.mask is None:
+                self._cache_mask[:, :n] = 1
+            else:
+                self._cache_mask[:, :n] = self.mask[:, self.start : self.start + n]
+        self._cache_mask[:, n] = 1
+        if self.mask is not None:
+            positions = self.next_positions  # (N, 1)
+        else:
+            positions = self.tokens.new_full((self.batch_size, 1), n)
+        slot = self.tokens.new_full((1,), n)
+        ids = self.tokens.narrow(1, self.length - 1, 1)  # (N, 1)
+        inputs = (ids, positions, slot, self._cache_mask, cache.keys, cache.values)
+        if self._step is None:
+            from attnlab.generation.traced import traced_step
+
+            self._step = traced_step(self.model, inputs)  # type: ignore[arg-type]
+            if self._step is None:
+                self._traced, self._cache_mask = False, None
+                return super().advance()
+        logits = self._step(*inputs)
+        cache.advance(1)
+        if self.mask is not None:
+            self.next_positions = positions + 1  # type: ignore[operator]
+        return logits
+
 
 class Seq2SeqSession(_Session):
     """An ``EncoderDecoderModel``: the source is encoded once; the target starts from

@@ -18,6 +18,7 @@ from torch import Tensor
 from attnlab.generation.config import GenerationConfig
 from attnlab.generation.decoding import Decoder, _check_ids, _prepare_prompt, decode_tokens
 from attnlab.generation.session import DecoderSession, new_generator
+from attnlab.generation.traced import wanted
 from attnlab.models.decoder import DecoderLM
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def stream(
     try:
         with torch.inference_mode():
             session = DecoderSession(model, prompt, None, config.max_new_tokens)
+        if wanted(model, config):
+            session.use_traced_step()
         decoder = IncrementalDecoder(tokenizer)
         eos = set(config.eos_token_ids)
         for tokens in decode_tokens(session, config, generator, tokenizer):

@@ -248,6 +248,7 @@ def _llama_state(
         ours: placeholder(ours) if ours in skip else torch.from_numpy(get(theirs))
         for ours, theirs in names.items()
     }
+
     def stacked(ours: str, theirs: list[tuple[str, int | None]]) -> None:
         """One attnlab matrix from the rows of several GGUF matrices, (name, heads) each:
         heads given for Q and K, whose rows GGUF permutes."""

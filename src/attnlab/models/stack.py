@@ -74,8 +74,9 @@ class TransformerStack(nn.Module):
         """input_ids (B, T) -> StackOutput.
 
         attention_mask: (B, past + T) 1 at real tokens, 0 at padding; it covers the cached
-            positions too. position_ids: (B, T); by default counted from the mask (so left
-            padding is skipped) or from the cache length.
+            positions too (all of the cache's positions in its static mode).
+        position_ids: (B, T); by default counted from the mask (so left padding is skipped)
+            or from the cache length.
         memory, memory_mask: the encoder's output (B, S, D) and its (B, S) 1/0 mask, for a
             stack with cross-attention.
         """
@@ -83,10 +84,14 @@ class TransformerStack(nn.Module):
             raise ValueError(f"input_ids must be (batch, length), got {tuple(input_ids.shape)}")
         n_new = input_ids.shape[1]
         past = 0 if cache is None else cache.length
-        if attention_mask is not None and attention_mask.shape[1] != past + n_new:
+        static = cache is not None and cache.slot is not None  # the mask covers the cache
+        covered = cache.max_len if static else past + n_new  # type: ignore[union-attr]
+        if static and self.alibi is not None:
+            raise ValueError("ALiBi needs the KV cache's dynamic mode (biases follow its length)")
+        if attention_mask is not None and attention_mask.shape[1] != covered:
             raise ValueError(
                 f"attention_mask covers {attention_mask.shape[1]} positions; expected "
-                f"{past + n_new} (cached {past} + new {n_new})"
+                f"{covered} (cached {past} + new {n_new})"
             )
         if self.max_positions is not None and past + n_new > self.max_positions:
             raise ValueError(

@@ -5,6 +5,11 @@ A call with ``T`` new tokens writes positions ``length .. length + T`` of each l
 model advances ``length`` once all layers have run. Cross-attention keys/values of an
 encoder-decoder depend only on the source, so each layer computes them on the first call and
 keeps them here.
+
+Static mode (``slot`` set, a (T,) tensor of positions): the new keys/values are written at
+``slot`` and every layer attends over all ``max_len`` positions, so the shapes of a
+decoding step never change (what ``attnlab.generation.traced`` needs); the caller's
+attention mask must then cover all ``max_len`` positions and hide those not filled yet.
 """
 
 from __future__ import annotations
@@ -29,10 +34,24 @@ class KVCache:
         device: torch.device | str | None = None,
     ) -> None:
         shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, Hkv, S, Dh)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
-        self.max_len = max_len
+        keys = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, Hkv, S, Dh)
+        self._setup(keys, torch.zeros(shape, dtype=dtype, device=device))
+
+    @classmethod
+    def from_tensors(cls, keys: Tensor, values: Tensor, slot: Tensor | None = None) -> KVCache:
+        """A cache over existing (L, B, Hkv, max_len, Dh) tensors (written in place), empty
+        unless used in static mode with ``slot``."""
+        cache = cls.__new__(cls)
+        cache._setup(keys, values)
+        cache.slot = slot
+        return cache
+
+    def _setup(self, keys: Tensor, values: Tensor) -> None:
+        self.keys, self.values = keys, values  # (L, B, Hkv, S, Dh)
+        self.max_len = keys.shape[3]
         self.length = 0
+        self.slot: Tensor | None = None  # static mode: where the new positions go
+        n_layers = keys.shape[0]
         self.cross: list[tuple[Tensor, Tensor] | None] = [None] * n_layers
         self._layers = [LayerKVCache(self, i) for i in range(n_layers)]
         self._split()
@@ -82,7 +101,15 @@ class LayerKVCache:
         self.index = index
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store new (B, Hkv, T, Dh) keys/values; return all keys/values so far (B, Hkv, S, Dh)."""
+        """Store new (B, Hkv, T, Dh) keys/values; return all keys/values so far (B, Hkv, S, Dh)
+        (in static mode all ``max_len`` positions)."""
+        keys = self.cache.layer_keys[self.index]  # (B, Hkv, max_len, Dh)
+        values = self.cache.layer_values[self.index]
+        slot = self.cache.slot
+        if slot is not None:
+            keys.index_copy_(2, slot, k)
+            values.index_copy_(2, slot, v)
+            return keys, values
         start = self.cache.length
         end = start + k.shape[2]
         if end > self.cache.max_len:
@@ -90,8 +117,6 @@ class LayerKVCache:
                 f"KV cache overflow: {end} positions needed, cache holds {self.cache.max_len}"
             )
         n_new = k.shape[2]
-        keys = self.cache.layer_keys[self.index]  # (B, Hkv, max_len, Dh)
-        values = self.cache.layer_values[self.index]
         keys.narrow(2, start, n_new).copy_(k)
         values.narrow(2, start, n_new).copy_(v)
         return keys.narrow(2, 0, end), values.narrow(2, 0, end)

@@ -1,0 +1,127 @@
+"""A recorded one-token decoding step for decoder-only models: the model's own forward,
+traced once with ``torch.jit.trace`` and replayed at every later step.
+
+Why: at batch 1 on a CPU, eager decoding pays Python's cost for each of the ~40 ops of
+every layer, a few microseconds each, which is as much time as the matrix-vector products
+of a small model. The recording runs the same ops without Python.
+
+For one recording to hold at every step, the step is made shape-static: the KV cache is
+used in its static mode (``KVCache.slot``: new keys/values written at a position given as
+a tensor, attention over all of the cache's positions) and the attention mask covers the
+whole cache, 0 where nothing is stored yet. The step's inputs are all tensors: token ids
+(N, 1), positions (N, 1), the slot (1,), the mask (N, S) and the cache's keys and values
+(L, N, Hkv, S, Dh), so one recording serves every cache of that shape.
+
+Unless asked for explicitly, only models made of attnlab's and ``torch.nn``'s own modules
+are recorded (``known_modules``). Recordings are kept per model and input shapes, and are
+made again when the model's modules or parameters were replaced since (e.g. by
+``prepare_for_decoding``); parameters changed in place (an optimizer step) are read live.
+Models with ALiBi decode eagerly (their biases follow the cache length in Python); so does
+any model whose tracing fails, with the reason logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import weakref
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.generation.config import GenerationConfig
+from attnlab.models.decoder import DecoderLM
+from attnlab.nn.cache import KVCache
+
+logger = logging.getLogger(__name__)
+
+
+class _Step(nn.Module):
+    """What gets traced: one forward of ``model`` with the cache in static mode."""
+
+    def __init__(self, model: DecoderLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        ids: Tensor,
+        positions: Tensor,
+        slot: Tensor,
+        mask: Tensor,
+        keys: Tensor,
+        values: Tensor,
+    ) -> Tensor:
+        """ids, positions (N, 1); slot (1,); mask (N, S); keys, values (L, N, Hkv, S, Dh)
+        -> next-token logits (N, V), keys and values written at ``slot``."""
+        cache = KVCache.from_tensors(keys, values, slot)
+        out = self.model(ids, attention_mask=mask, position_ids=positions, cache=cache)
+        return out.logits[:, -1]
+
+
+def traceable(model: nn.Module) -> str | None:
+    """None when ``model``'s one-token step can be traced, else why not."""
+    if not isinstance(model, DecoderLM):
+        return f"{type(model).__name__} is not a decoder-only model"
+    if not hasattr(torch, "jit") or not hasattr(torch.jit, "trace"):
+        return "this PyTorch has no torch.jit.trace"
+    if model.config.positional == "alibi":
+        return "ALiBi biases are built from the cache length in Python"
+    return None
+
+
+MAX_RECORDINGS = 4  # per model (e.g. batch sizes or cache lengths in use)
+
+
+def known_modules(model: nn.Module) -> bool:
+    """True when ``model`` is a ``DecoderLM`` whose forward and every submodule are
+    attnlab's or ``torch.nn``'s own: code known to run the same ops at every step, so the
+    recording is safe to use unasked (``GenerationConfig(traced_step=None)``). A subclass or
+    a custom layer may branch in Python on the step (the cache length, say), which a
+    recording would freeze; those are traced only when asked (``traced_step=True``)."""
+    if not isinstance(model, DecoderLM) or type(model).forward is not DecoderLM.forward:
+        return False
+    return all(type(m).__module__.startswith(("attnlab.", "torch.nn.")) for m in model.modules())
+
+
+def wanted(model: nn.Module, config: GenerationConfig) -> bool:
+    """Whether a decoding session of ``model`` under ``config`` should record its step."""
+    return config.use_traced_step and (config.traced_step is True or known_modules(model))
+
+
+# model -> {(input shapes, fingerprint): traced step, or None after a failure}
+_RECORDINGS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """Changes when a module, parameter or buffer of ``model`` is replaced."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return (tuple(id(m) for m in model.modules()), tuple(id(t) for t in tensors))
+
+
+def traced_step(model: DecoderLM, inputs: tuple[Tensor, ...]) -> nn.Module | None:
+    """The recorded step of ``model`` for inputs shaped like ``inputs`` (see ``_Step``), or
+    None when it cannot be recorded (logged once). Tracing runs the step once on ``inputs``
+    (writing the cache at the slot); calling the result on them again gives the same."""
+    shapes = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
+    key = (shapes, _fingerprint(model))
+    recordings = _RECORDINGS.setdefault(model, {})
+    if key in recordings:
+        return recordings[key]
+    reason = traceable(model)
+    step: nn.Module | None = None
+    if reason is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer notes
+                step = torch.jit.trace(_Step(model), inputs, check_trace=False)
+        except Exception as error:  # any tracer failure: decode eagerly instead
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    if step is None:
+        logger.info("one-token step not traced (%s); decoding eagerly", reason)
+    while len(recordings) >= MAX_RECORDINGS:  # the oldest shapes go first
+        del recordings[next(iter(recordings))]
+    recordings[key] = step
+    return step
