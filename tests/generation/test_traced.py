@@ -154,3 +154,16 @@ def test_only_known_modules_are_recorded_unasked(tiny_decoder):
     assert traced_module.known_modules(model)  # torch.nn's own
     model.stack.blocks[0].feed_forward = type("Custom", (torch.nn.Module,), {})()
     assert not traced_module.known_modules(model)
+
+
+def test_prompts_of_similar_length_share_a_recording(tiny_decoder):
+    """The cache of a recorded session is rounded up to TRACE_BUCKET positions (capped at
+    the context), so the turns of a chat do not record again."""
+    model = tiny_decoder("rope", 2, max_seq_len=300)
+    gen = torch.Generator().manual_seed(9)
+    config = GenerationConfig(max_new_tokens=40, traced_step=True)
+    for length in (5, 9, 30):
+        prompt = torch.randint(0, 32, (1, length), generator=gen)
+        got = generate(model, prompt, config)
+        assert torch.equal(got, generate(model, prompt, GenerationConfig(40, traced_step=False)))
+    assert len(traced_module._RECORDINGS[model]) == 1  # noqa: SLF001

@@ -89,6 +89,9 @@ class _Session:
         self.cache.reorder(index)
 
 
+TRACE_BUCKET = 128  # cache sizes of a recorded step are rounded up to this
+
+
 class DecoderSession(_Session):
     """A ``DecoderLM`` continuing (N, P) prompts, left-padded when ``attention_mask`` has
     zeros."""
@@ -119,7 +122,14 @@ class DecoderSession(_Session):
 
     def use_traced_step(self) -> None:
         """Run later one-token steps through a recorded step (``attnlab.generation.traced``)
-        when the model allows it; the prompt and window refills stay eager."""
+        when the model allows it; the prompt and window refills stay eager. Call it before
+        ``prefill``: the cache is resized to a multiple of ``TRACE_BUCKET`` positions, so
+        that prompts of similar lengths (the turns of a chat) share one recording."""
+        if self.cache.length == 0:
+            wanted = -(-self.tokens.shape[1] // TRACE_BUCKET) * TRACE_BUCKET
+            size = min(wanted, self.window)
+            if size != self.cache.max_len:
+                self.cache = self._new_cache(size)
         self._traced = True
 
     _traced = False
