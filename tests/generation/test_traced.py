@@ -156,9 +156,9 @@ def test_only_known_modules_are_recorded_unasked(tiny_decoder):
     assert not traced_module.known_modules(model)
 
 
-def test_prompts_of_similar_length_share_a_recording(tiny_decoder):
-    """The cache of a recorded session is rounded up to TRACE_BUCKET positions (capped at
-    the context), so the turns of a chat do not record again."""
+def test_prompts_of_any_length_share_a_recording(tiny_decoder):
+    """The recorded ops take their sizes from the inputs: prompts of other lengths (the
+    turns of a chat) replay the same recording."""
     model = tiny_decoder("rope", 2, max_seq_len=300)
     gen = torch.Generator().manual_seed(9)
     config = GenerationConfig(max_new_tokens=40, traced_step=True)

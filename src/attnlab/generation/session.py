@@ -89,9 +89,6 @@ class _Session:
         self.cache.reorder(index)
 
 
-TRACE_BUCKET = 128  # cache sizes of a recorded step are rounded up to this
-
-
 class DecoderSession(_Session):
     """A ``DecoderLM`` continuing (N, P) prompts, left-padded when ``attention_mask`` has
     zeros."""
@@ -122,53 +119,34 @@ class DecoderSession(_Session):
 
     def use_traced_step(self) -> None:
         """Run later one-token steps through a recorded step (``attnlab.generation.traced``)
-        when the model allows it; the prompt and window refills stay eager. Call it before
-        ``prefill``: the cache is resized to a multiple of ``TRACE_BUCKET`` positions, so
-        that prompts of similar lengths (the turns of a chat) share one recording."""
-        if self.cache.length == 0:
-            wanted = -(-self.tokens.shape[1] // TRACE_BUCKET) * TRACE_BUCKET
-            size = min(wanted, self.window)
-            if size != self.cache.max_len:
-                self.cache = self._new_cache(size)
+        when the model allows it; the prompt and window refills stay eager."""
         self._traced = True
 
     _traced = False
     _step: torch.nn.Module | None = None  # the recorded step, once looked up
-    _cache_mask: Tensor | None = None  # (N, S) 1 at the cache positions a step may attend to
-
-    def prefill(self) -> Tensor:
-        self._cache_mask = None  # rebuilt by the next traced step
-        return super().prefill()
-
-    def reorder(self, index: Tensor) -> None:
-        super().reorder(index)
-        self._cache_mask = None
 
     def advance(self) -> Tensor:
         if not self._traced or self.cache.length == self.cache.max_len:
             return super().advance()
         cache = self.cache
         n = cache.length  # the new token's slot; the cache holds columns start .. start+n-1
-        if self._cache_mask is None:
-            self._cache_mask = self.tokens.new_zeros(self.batch_size, cache.max_len)
-            if self.mask is None:
-                self._cache_mask[:, :n] = 1
-            else:
-                self._cache_mask[:, :n] = self.mask[:, self.start : self.start + n]
-        self._cache_mask[:, n] = 1
-        if self.mask is not None:
-            positions = self.next_positions  # (N, 1)
-        else:
-            positions = self.tokens.new_full((self.batch_size, 1), n)
+        held = n + 1  # attend over the filled positions only (the recording takes any length)
+        keys, values = cache.keys.narrow(3, 0, held), cache.values.narrow(3, 0, held)
         slot = self.tokens.new_full((1,), n)
         ids = self.tokens.narrow(1, self.length - 1, 1)  # (N, 1)
-        inputs = (ids, positions, slot, self._cache_mask, cache.keys, cache.values)
+        if self.mask is None:  # nothing padded: no mask, as in the eager step
+            positions = self.tokens.new_full((self.batch_size, 1), n)
+            inputs: tuple[Tensor, ...] = (ids, positions, slot, keys, values)
+        else:
+            positions = self.next_positions  # type: ignore[assignment]  # (N, 1)
+            mask = self.mask.narrow(1, self.start, held)  # (N, S)
+            inputs = (ids, positions, slot, keys, values, mask)
         if self._step is None:
             from attnlab.generation.traced import traced_step
 
             self._step = traced_step(self.model, inputs)  # type: ignore[arg-type]
             if self._step is None:
-                self._traced, self._cache_mask = False, None
+                self._traced = False
                 return super().advance()
         logits = self._step(*inputs)
         cache.advance(1)

@@ -5,12 +5,12 @@ Why: at batch 1 on a CPU, eager decoding pays Python's cost for each of the ~40 
 every layer, a few microseconds each, which is as much time as the matrix-vector products
 of a small model. The recording runs the same ops without Python.
 
-For one recording to hold at every step, the step is made shape-static: the KV cache is
-used in its static mode (``KVCache.slot``: new keys/values written at a position given as
-a tensor, attention over all of the cache's positions) and the attention mask covers the
-whole cache, 0 where nothing is stored yet. The step's inputs are all tensors: token ids
-(N, 1), positions (N, 1), the slot (1,), the mask (N, S) and the cache's keys and values
-(L, N, Hkv, S, Dh), so one recording serves every cache of that shape.
+For one recording to hold at every step, everything that changes from step to step is a
+tensor input: token ids (N, 1), positions (N, 1), the slot (1,) where the new keys and
+values go (the KV cache's static mode, ``KVCache.slot``: ``index_copy_`` instead of a
+Python offset), views of the cache's keys and values (L, N, Hkv, S, Dh) over the
+S = slot + 1 positions filled so far, and with left padding the attention mask (N, S).
+The recorded ops take their sizes from these inputs, so one recording serves every S.
 
 Unless asked for explicitly, only models made of attnlab's and ``torch.nn``'s own modules
 are recorded (``known_modules``). Recordings are kept per model and input shapes, and are
@@ -48,12 +48,13 @@ class _Step(nn.Module):
         ids: Tensor,
         positions: Tensor,
         slot: Tensor,
-        mask: Tensor,
         keys: Tensor,
         values: Tensor,
+        mask: Tensor | None = None,
     ) -> Tensor:
-        """ids, positions (N, 1); slot (1,); mask (N, S); keys, values (L, N, Hkv, S, Dh)
-        -> next-token logits (N, V), keys and values written at ``slot``."""
+        """ids, positions (N, 1); slot (1,); keys, values (L, N, Hkv, S, Dh); mask (N, S),
+        None when no position is padding -> next-token logits (N, V), keys and values
+        written at ``slot``."""
         cache = KVCache.from_tensors(keys, values, slot)
         out = self.model(ids, attention_mask=mask, position_ids=positions, cache=cache)
         return out.logits[:, -1]
@@ -102,11 +103,14 @@ def _fingerprint(model: nn.Module) -> tuple:
 
 
 def traced_step(model: DecoderLM, inputs: tuple[Tensor, ...]) -> nn.Module | None:
-    """The recorded step of ``model`` for inputs shaped like ``inputs`` (see ``_Step``), or
+    """The recorded step of ``model`` for inputs like ``inputs`` (see ``_Step``), or
     None when it cannot be recorded (logged once). Tracing runs the step once on ``inputs``
     (writing the cache at the slot); calling the result on them again gives the same."""
-    shapes = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
-    key = (shapes, _fingerprint(model))
+    # the recorded ops take their sizes from the inputs, so one recording serves every cache
+    # length (tests/generation/test_traced.py checks it step by step); the batch size and
+    # dtypes are part of the key all the same
+    kinds = tuple((t.dtype, t.device) for t in inputs)
+    key = (inputs[0].shape[0], kinds, _fingerprint(model))
     recordings = _RECORDINGS.setdefault(model, {})
     if key in recordings:
         return recordings[key]
