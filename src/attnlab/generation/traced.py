@@ -13,7 +13,7 @@ S = slot + 1 positions filled so far, and with left padding the attention mask (
 The recorded ops take their sizes from these inputs, so one recording serves every S.
 
 Unless asked for explicitly, only models made of attnlab's and ``torch.nn``'s own modules
-are recorded (``known_modules``). Recordings are kept per model and input shapes, and are
+are recorded (``known_modules``). Recordings are kept per model and batch size, and are
 made again when the model's modules or parameters were replaced since (e.g. by
 ``prepare_for_decoding``); parameters changed in place (an optimizer step) are read live.
 Models with ALiBi decode eagerly (their biases follow the cache length in Python); so does

@@ -7,9 +7,10 @@ encoder-decoder depend only on the source, so each layer computes them on the fi
 keeps them here.
 
 Static mode (``slot`` set, a (T,) tensor of positions): the new keys/values are written at
-``slot`` and every layer attends over all ``max_len`` positions, so the shapes of a
-decoding step never change (what ``attnlab.generation.traced`` needs); the caller's
-attention mask must then cover all ``max_len`` positions and hide those not filled yet.
+``slot`` and every layer attends over all ``max_len`` positions of the tensors the cache
+was made from (``from_tensors``: views of a bigger cache over its filled positions, say),
+so no Python integer decides where a step writes (what ``attnlab.generation.traced``
+needs); an attention mask must then cover those ``max_len`` positions.
 """
 
 from __future__ import annotations
