@@ -167,3 +167,16 @@ def test_prompts_of_any_length_share_a_recording(tiny_decoder):
         got = generate(model, prompt, config)
         assert torch.equal(got, generate(model, prompt, GenerationConfig(40, traced_step=False)))
     assert len(traced_module._RECORDINGS[model]) == 1  # noqa: SLF001
+
+
+def test_autocast_is_part_of_the_recording(tiny_decoder):
+    """A step recorded under bf16 autocast holds its casts: outside autocast it is not
+    replayed, and the float32 result equals the eager one."""
+    model = tiny_decoder("rope", 2)
+    prompt = torch.randint(0, 32, (1, 5), generator=torch.Generator().manual_seed(10))
+    config = GenerationConfig(max_new_tokens=12, traced_step=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        generate(model, prompt, config)
+    got = generate(model, prompt, config)
+    assert len(traced_module._RECORDINGS[model]) == 2  # noqa: SLF001
+    assert torch.equal(got, generate(model, prompt, GenerationConfig(12, traced_step=False)))

@@ -13,9 +13,10 @@ S = slot + 1 positions filled so far, and with left padding the attention mask (
 The recorded ops take their sizes from these inputs, so one recording serves every S.
 
 Unless asked for explicitly, only models made of attnlab's and ``torch.nn``'s own modules
-are recorded (``known_modules``). Recordings are kept per model and batch size, and are
-made again when the model's modules or parameters were replaced since (e.g. by
-``prepare_for_decoding``); parameters changed in place (an optimizer step) are read live.
+are recorded (``known_modules``). Recordings are kept per model, batch size and autocast
+state (the casts autocast inserts are recorded too), and are made again when the model's
+modules or parameters were replaced since (e.g. by ``prepare_for_decoding``); parameters
+changed in place (an optimizer step) are read live.
 Models with ALiBi decode eagerly (their biases follow the cache length in Python); so does
 any model whose tracing fails, with the reason logged once.
 """
@@ -110,7 +111,9 @@ def traced_step(model: DecoderLM, inputs: tuple[Tensor, ...]) -> nn.Module | Non
     # length (tests/generation/test_traced.py checks it step by step); the batch size and
     # dtypes are part of the key all the same
     kinds = tuple((t.dtype, t.device) for t in inputs)
-    key = (inputs[0].shape[0], kinds, _fingerprint(model))
+    device = inputs[0].device.type
+    autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
+    key = (inputs[0].shape[0], kinds, autocast, _fingerprint(model))
     recordings = _RECORDINGS.setdefault(model, {})
     if key in recordings:
         return recordings[key]
