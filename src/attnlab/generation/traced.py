@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from attnlab.generation.config import GenerationConfig
 from attnlab.models.decoder import DecoderLM
+from attnlab.nn.attention import MultiHeadAttention
 from attnlab.nn.cache import KVCache
 
 logger = logging.getLogger(__name__)
@@ -98,9 +99,13 @@ _RECORDINGS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module | None]]
 
 
 def _fingerprint(model: nn.Module) -> tuple:
-    """Changes when a module, parameter or buffer of ``model`` is replaced."""
+    """Changes when a module, parameter or buffer of ``model`` is replaced, or when the
+    attention layers' speed switches (``configure_model``) pick another path."""
     tensors = [*model.parameters(), *model.buffers()]
-    return (tuple(id(m) for m in model.modules()), tuple(id(t) for t in tensors))
+    switches = [
+        (m.fused, m.sdpa_float32) for m in model.modules() if isinstance(m, MultiHeadAttention)
+    ]
+    return (tuple(id(m) for m in model.modules()), tuple(id(t) for t in tensors), tuple(switches))
 
 
 def traced_step(model: DecoderLM, inputs: tuple[Tensor, ...]) -> nn.Module | None:
