@@ -31,7 +31,7 @@ SMOKE = ["model.d_model=64", "model.n_layers=1", "model.n_heads=2", "model.d_ff=
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--minutes", type=float, default=60.0, help="training-time budget")
+    parser.add_argument("--minutes", type=float, default=55.0, help="training-time budget")
     parser.add_argument("--out-dir", default=None, help="default runs/bench-multi30k-<time>")
     parser.add_argument("--beams", type=int, default=5)
     parser.add_argument("--length-penalties", default="0.6,1.0")
