@@ -73,7 +73,7 @@ def traceable(model: nn.Module) -> str | None:
     return None
 
 
-MAX_RECORDINGS = 4  # per model (e.g. batch sizes or cache lengths in use)
+MAX_RECORDINGS = 4  # per model (batch sizes, autocast states in use)
 
 
 def known_modules(model: nn.Module) -> bool:
@@ -92,7 +92,7 @@ def wanted(model: nn.Module, config: GenerationConfig) -> bool:
     return config.use_traced_step and (config.traced_step is True or known_modules(model))
 
 
-# model -> {(input shapes, fingerprint): traced step, or None after a failure}
+# model -> {(batch size, dtypes, autocast, fingerprint): traced step, or None after a failure}
 _RECORDINGS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module | None]] = (
     weakref.WeakKeyDictionary()
 )

@@ -102,7 +102,7 @@ class MultiHeadAttention(nn.Module):
             qk = apply_rotary(heads[:, : h + hkv], *rope)  # one call for queries and keys
             return qk[:, :h], qk[:, h:], v
         q = F.linear(x, *self._rows(0, self.q_dim))
-        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+        q = q.view(b, t, h, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
         if kv_cached:
             return q, None, None
         kv = F.linear(memory, *self._rows(self.q_dim, None))  # (B, S, 2 Hkv Dh)
