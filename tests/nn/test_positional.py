@@ -3,8 +3,10 @@ import math
 import pytest
 import torch
 
+from attnlab.nn.embedding import Embeddings
 from attnlab.nn.positional import (
     ALiBi,
+    LearnedPositionalEmbedding,
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
     alibi_slopes,
@@ -67,3 +69,28 @@ def test_alibi_bias_is_linear_in_distance_and_cache_aligned() -> None:
     assert bias[0, 1, 4, 1].item() == pytest.approx(-3 * slopes[1].item())
     # the last query row of a cached call equals the last row of the full matrix
     assert torch.equal(alibi(1, 5)[0, :, 0], bias[0, :, 4])
+
+
+@pytest.mark.parametrize("kind", ["learned", "sinusoidal"])
+def test_shared_positions_are_looked_up_once_with_the_same_result(kind: str) -> None:
+    # an expanded arange (stride 0 over the batch) takes the (T, D) broadcast path; a
+    # materialised copy of the same positions takes the per-row path: same values, same grads
+    torch.manual_seed(0)
+    if kind == "learned":
+        table = LearnedPositionalEmbedding(16, 8)
+    else:
+        table = SinusoidalPositionalEncoding(16, 8)
+    emb = Embeddings(20, 8, positions=table)
+    ids = torch.randint(0, 20, (3, 5))
+    shared = torch.arange(2, 7).expand(3, 5)
+    assert shared.stride(0) == 0
+    outs, grads = [], []
+    for positions in (shared, shared.clone()):
+        emb.zero_grad(set_to_none=True)
+        out = emb(ids, positions)
+        out.pow(2).sum().backward()
+        outs.append(out)
+        grads.append([p.grad.clone() for p in emb.parameters()])
+    torch.testing.assert_close(outs[0], outs[1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)

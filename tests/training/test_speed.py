@@ -94,11 +94,19 @@ def test_fused_adamw_matches_foreach() -> None:
     torch.testing.assert_close(results[0], results[1], rtol=0.0, atol=0.05 * 1e-2)
 
 
-def test_compile_on_off_same_logits_and_grads() -> None:
+@pytest.mark.parametrize(
+    "arch",
+    [
+        dict(activation="gelu_tanh", positional="learned"),  # GPT-2: position table, biases
+        dict(activation="swiglu", positional="rope", norm="rmsnorm", bias=False),  # Llama
+    ],
+)
+def test_compile_on_off_same_logits_and_grads(arch) -> None:
     if speed.compile_unavailable_reason(CPU) is not None:
         pytest.skip(speed.compile_unavailable_reason(CPU))
-    # tanh-GELU: compiled, it is written as x * sigmoid(2u) (nn/feedforward.py)
-    model = _model(n_layers=1, d_model=32, activation="gelu_tanh").train()
+    # tanh-GELU: compiled, it is written as x * sigmoid(2u) (nn/feedforward.py); on CPU the
+    # backend keeps ATen's embedding backward, splits addmm and saves sigmoid outputs
+    model = _model(n_layers=1, d_model=32, **arch).train()
     ids, targets = _ids(), _ids()
     eager = model(ids, targets=targets)
     eager.loss.backward()
@@ -111,9 +119,39 @@ def test_compile_on_off_same_logits_and_grads() -> None:
     torch.testing.assert_close(out.logits, eager.logits, rtol=1e-4, atol=1e-5)
     for got, want in zip((p.grad for p in model.parameters()), eager_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    assert list(model.state_dict()) == list(_model(n_layers=1, d_model=32).state_dict())
+    assert list(model.state_dict()) == list(_model(n_layers=1, d_model=32, **arch).state_dict())
     # and the eager path of the same call still works after compiling
     torch.testing.assert_close(model(ids).logits, eager.logits)
+
+
+def test_cpu_backend_decompositions() -> None:
+    pytest.importorskip("torch._inductor.decomposition")
+    table = speed._cpu_decompositions()
+    assert torch.ops.aten.embedding_dense_backward.default not in table  # ATen's kernel
+    split = table[torch.ops.aten.addmm.default]
+    gen = torch.Generator().manual_seed(0)
+    bias, a, b = (torch.randn(*s, generator=gen) for s in ((5,), (3, 4), (4, 5)))
+    torch.testing.assert_close(split(bias, a, b), torch.addmm(bias, a, b))
+    torch.testing.assert_close(
+        split(bias, a, b, beta=0.5, alpha=2.0), torch.addmm(bias, a, b, beta=0.5, alpha=2.0)
+    )
+
+
+def test_save_sigmoids_pass_marks_only_sigmoids() -> None:
+    save = speed._save_sigmoids_pass()
+    if save is None:
+        pytest.skip("this torch has no custom graph passes")
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    s = graph.call_function(torch.ops.aten.sigmoid.default, (x,))
+    m = graph.call_function(torch.ops.aten.mul.Tensor, (x, s))
+    graph.output(m)
+    save(graph)
+    assert s.meta["recompute"] == CheckpointPolicy.MUST_SAVE
+    assert "recompute" not in m.meta
+    assert save.uuid()  # a cache key, so that inductor's FX graph cache stays usable
 
 
 def test_compile_unavailable_falls_back_and_logs(monkeypatch, caplog) -> None:

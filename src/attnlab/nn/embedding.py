@@ -44,7 +44,13 @@ class Embeddings(nn.Module):
         if self.scale != 1.0:
             x = x * self.scale
         if self.positions is not None:
-            x = x + self.positions(positions)
+            if positions.dim() == 2 and positions.stride(0) == 0:
+                # the same positions in every row (an expanded arange): look them up once,
+                # (T, D) broadcast over the batch, so the backward sums over the batch
+                # before it scatters into the table
+                x = x + self.positions(positions[0])
+            else:
+                x = x + self.positions(positions)
         if self.token_types is not None:
             types = token_type_ids if token_type_ids is not None else ids.new_zeros(ids.shape)
             x = x + self.token_types(types)

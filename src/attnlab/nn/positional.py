@@ -36,7 +36,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.register_buffer("table", sinusoidal_table(max_len, dim, base), persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
-        """(B, T) integer positions -> (B, T, D)."""
+        """(B, T) (or (T,)) integer positions -> (B, T, D) (or (T, D))."""
         return self.table[positions]
 
 

@@ -371,18 +371,81 @@ class CompiledOrEager:
             return out
 
 
+# inductor on CPU, three changes to its defaults, each measured at the nanoGPT CPU shape
+# (kernel times from the profiler, see bench/RESULTS.md):
+# - the backward of an embedding lookup stays ATen's kernel, which adds whole rows, instead of
+#   inductor's decomposition into a scatter with one atomic add per element (~1.2 ms a step);
+# - addmm (a Linear with bias) becomes mm + add, so the bias add fuses into the element-wise
+#   kernel that follows instead of being a separate pass in the GEMM call (~0.4 ms);
+# - sigmoid outputs are saved for the backward instead of recomputed there (the tanh-GELU's
+#   and SiLU's backward then needs no exp: ~0.6 ms), at the cost of one saved activation.
+_CPU_KEEP_ATEN = ("embedding_dense_backward",)
+
+
+def _addmm_as_mm_add(bias: Tensor, mat1: Tensor, mat2: Tensor, *, beta: Any = 1, alpha: Any = 1):
+    out = torch.mm(mat1, mat2)
+    if alpha != 1:
+        out = out * alpha
+    return out + (bias if beta == 1 else bias * beta)
+
+
+def _cpu_decompositions() -> dict[Any, Any]:
+    from torch._inductor.decomposition import select_decomp_table
+
+    keep = {getattr(torch.ops.aten, name).default for name in _CPU_KEEP_ATEN}
+    table = {op: fn for op, fn in select_decomp_table().items() if op not in keep}
+    table[torch.ops.aten.addmm.default] = _addmm_as_mm_add
+    return table
+
+
+def _save_sigmoids_pass() -> Any:
+    """A joint-graph pass (before the forward/backward split) that marks every sigmoid as
+    must-save, so that the partitioner does not recompute it in the backward; None when
+    this torch lacks the hooks."""
+    try:
+        from torch._inductor.custom_graph_pass import CustomGraphPass
+        from torch.utils.checkpoint import CheckpointPolicy
+    except ImportError:
+        return None
+
+    class SaveSigmoids(CustomGraphPass):
+        def __call__(self, graph: torch.fx.Graph) -> None:
+            for node in graph.nodes:
+                if node.op == "call_function" and node.target is torch.ops.aten.sigmoid.default:
+                    node.meta["recompute"] = CheckpointPolicy.MUST_SAVE
+
+        def uuid(self) -> str:  # part of inductor's cache key
+            return "attnlab-save-sigmoids-1"
+
+    return SaveSigmoids()
+
+
+def cpu_inductor_backend(gm: Any, example_inputs: Any) -> Any:
+    """inductor with the CPU changes above (the backend ``maybe_compile`` uses on CPU)."""
+    from torch._inductor.compile_fx import compile_fx
+
+    save = _save_sigmoids_pass()
+    patches = {"joint_custom_pre_pass": save} if save is not None else None
+    return compile_fx(
+        gm, example_inputs, decompositions=_cpu_decompositions(), config_patches=patches
+    )
+
+
 def maybe_compile(
     fn: Callable[..., Any], enabled: bool, device: torch.device | str, **compile_kwargs: Any
 ) -> CompiledOrEager:
     """``fn`` (a module or function) behind ``torch.compile`` when ``enabled`` and available
     on ``device``; otherwise eager, with the reason logged. The module itself is not changed
-    (its state_dict keys stay the same)."""
+    (its state_dict keys stay the same). On CPU the backend is ``cpu_inductor_backend``
+    unless ``compile_kwargs`` names one."""
     if not enabled:
         return CompiledOrEager(fn, None, "turned off")
     reason = compile_unavailable_reason(device)
     if reason is not None:
         log.warning("torch.compile unavailable, running eagerly: %s", reason)
         return CompiledOrEager(fn, None, reason)
+    if torch.device(device).type == "cpu" and "backend" not in compile_kwargs:
+        compile_kwargs["backend"] = cpu_inductor_backend
     try:
         compiled = torch.compile(fn, **compile_kwargs)
     except Exception as exc:  # torch.compile itself is lazy; this is a setup failure
