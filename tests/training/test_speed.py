@@ -124,17 +124,21 @@ def test_compile_on_off_same_logits_and_grads(arch) -> None:
     torch.testing.assert_close(model(ids).logits, eager.logits)
 
 
-def test_cpu_backend_decompositions() -> None:
-    pytest.importorskip("torch._inductor.decomposition")
-    table = speed._cpu_decompositions()
-    assert torch.ops.aten.embedding_dense_backward.default not in table  # ATen's kernel
-    split = table[torch.ops.aten.addmm.default]
-    gen = torch.Generator().manual_seed(0)
-    bias, a, b = (torch.randn(*s, generator=gen) for s in ((5,), (3, 4), (4, 5)))
-    torch.testing.assert_close(split(bias, a, b), torch.addmm(bias, a, b))
-    torch.testing.assert_close(
-        split(bias, a, b, beta=0.5, alpha=2.0), torch.addmm(bias, a, b, beta=0.5, alpha=2.0)
-    )
+def test_cpu_backend_keeps_aten_embedding_backward_only_while_compiling() -> None:
+    decomposition = pytest.importorskip("torch._inductor.decomposition")
+    op = torch.ops.aten.embedding_dense_backward.default
+    original = decomposition.decompositions[op]
+    grad = torch.randn(6, 4)
+    ids = torch.tensor([0, 2, 2, 1, 0, 2])
+    with speed._aten_embedding_backward_on_cpu():
+        swapped = decomposition.decompositions[op]
+        assert swapped(grad, ids, 3, -1, False) is NotImplemented  # ATen's kernel on CPU
+    assert decomposition.decompositions[op] is original  # restored after compiling
+    if torch.cuda.is_available():  # other devices keep inductor's decomposition
+        g = grad.cuda()
+        torch.testing.assert_close(
+            swapped(g, ids.cuda(), 3, -1, False), original(g, ids.cuda(), 3, -1, False)
+        )
 
 
 def test_save_sigmoids_pass_marks_only_sigmoids() -> None:

@@ -371,31 +371,43 @@ class CompiledOrEager:
             return out
 
 
-# inductor on CPU, three changes to its defaults, each measured at the nanoGPT CPU shape
+# inductor on CPU, two changes to its defaults, each measured at the nanoGPT CPU shape
 # (kernel times from the profiler, see bench/RESULTS.md):
 # - the backward of an embedding lookup stays ATen's kernel, which adds whole rows, instead of
 #   inductor's decomposition into a scatter with one atomic add per element (~1.2 ms a step);
-# - addmm (a Linear with bias) becomes mm + add, so the bias add fuses into the element-wise
-#   kernel that follows instead of being a separate pass in the GEMM call (~0.4 ms);
 # - sigmoid outputs are saved for the backward instead of recomputed there (the tanh-GELU's
 #   and SiLU's backward then needs no exp: ~0.6 ms), at the cost of one saved activation.
-_CPU_KEEP_ATEN = ("embedding_dense_backward",)
+# Both keep inductor's FX graph cache usable (a changed decomposition table would bypass it):
+# the first by a decomposition that declines CPU tensors, swapped in only while our backend
+# compiles, the second by a joint-graph pass whose uuid is part of the cache key.
+_CPU_BACKEND_KEY = "attnlab-cpu-1: aten embedding backward, sigmoids saved"
 
 
-def _addmm_as_mm_add(bias: Tensor, mat1: Tensor, mat2: Tensor, *, beta: Any = 1, alpha: Any = 1):
-    out = torch.mm(mat1, mat2)
-    if alpha != 1:
-        out = out * alpha
-    return out + (bias if beta == 1 else bias * beta)
+@contextlib.contextmanager
+def _aten_embedding_backward_on_cpu() -> Iterator[None]:
+    """While compiling: inductor's embedding_dense_backward decomposition declines CPU tensors
+    (returns NotImplemented, so ATen's kernel is called, as inductor already does on XPU)."""
+    from torch._inductor import decomposition, lowering
 
+    op = torch.ops.aten.embedding_dense_backward.default
+    table = decomposition.decompositions
+    original = table.get(op)
+    if original is None:
+        yield
+        return
+    if op not in lowering.lowerings:  # the lowering that calls ATen's kernel (once)
+        lowering.make_fallback(op, warn=False, override_decomp=True)
 
-def _cpu_decompositions() -> dict[Any, Any]:
-    from torch._inductor.decomposition import select_decomp_table
+    def decline_on_cpu(grad_output: Tensor, *args: Any) -> Any:
+        if grad_output.device.type == "cpu":
+            return NotImplemented
+        return original(grad_output, *args)
 
-    keep = {getattr(torch.ops.aten, name).default for name in _CPU_KEEP_ATEN}
-    table = {op: fn for op, fn in select_decomp_table().items() if op not in keep}
-    table[torch.ops.aten.addmm.default] = _addmm_as_mm_add
-    return table
+    table[op] = decline_on_cpu
+    try:
+        yield
+    finally:
+        table[op] = original
 
 
 def _save_sigmoids_pass() -> Any:
@@ -414,8 +426,8 @@ def _save_sigmoids_pass() -> Any:
                 if node.op == "call_function" and node.target is torch.ops.aten.sigmoid.default:
                     node.meta["recompute"] = CheckpointPolicy.MUST_SAVE
 
-        def uuid(self) -> str:  # part of inductor's cache key
-            return "attnlab-save-sigmoids-1"
+        def uuid(self) -> str:  # part of inductor's cache key: names both CPU changes
+            return _CPU_BACKEND_KEY
 
     return SaveSigmoids()
 
@@ -426,9 +438,8 @@ def cpu_inductor_backend(gm: Any, example_inputs: Any) -> Any:
 
     save = _save_sigmoids_pass()
     patches = {"joint_custom_pre_pass": save} if save is not None else None
-    return compile_fx(
-        gm, example_inputs, decompositions=_cpu_decompositions(), config_patches=patches
-    )
+    with _aten_embedding_backward_on_cpu():
+        return compile_fx(gm, example_inputs, config_patches=patches)
 
 
 def maybe_compile(
