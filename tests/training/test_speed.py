@@ -4,6 +4,7 @@ eager when it cannot work, and the defaults follow the detected hardware."""
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 import torch
@@ -269,3 +270,19 @@ def test_prefetch_keeps_order_and_raises_errors() -> None:
     assert torch.equal(next(stream), torch.zeros(1))
     with pytest.raises(OSError, match="disk gone"):
         next(stream)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_prefetch_close_stops_the_thread_without_deadlock(depth: int) -> None:
+    drawn = []
+
+    def counting():
+        for i in range(5):
+            drawn.append(i)
+            yield i
+
+    stream = prefetch(counting(), None, depth=depth)
+    assert next(stream) == 0
+    stream.close()  # joins the thread: it must not wait on a full queue forever
+    assert len(drawn) <= 1 + depth + 1  # handed out, queued, at most one after the stop
+    assert not any(t.name == "attnlab-prefetch" and t.is_alive() for t in threading.enumerate())

@@ -161,18 +161,54 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(make_config) -> None:
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
+def test_nan_between_logging_steps_is_named_at_its_step_and_nothing_saved(make_config) -> None:
+    # the loss is read only at logging steps (no host sync per step): a NaN at step 6 is
+    # found at step 10, named as step 6, and nothing after step 5 is written
+    trainer = new_run(make_config(max_steps=40, log_interval=10, eval_interval=20))
+    trainer.train(until_step=5)
+    before = {p.name: p.read_bytes() for p in trainer.out_dir.iterdir() if p.is_file()}
+    forward = trainer.model.forward
+    calls = {"n": 0}
+
+    def nan_at_first_call(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            out.loss = out.loss * float("nan")
+        return out
+
+    trainer.model.forward = nan_at_first_call
+    with pytest.raises(TrainingDivergedError, match=r"loss is nan at step 6.*step 5"):
+        trainer.train()
+    assert calls["n"] == 5  # steps 6-10 ran; the check at step 10 stopped it
+    after = {p.name: p.read_bytes() for p in trainer.out_dir.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_batch_thread_leaves_the_generator_after_the_last_batch_used(make_config) -> None:
+    # the batch thread draws ahead; the saved (and resumed) sampling state is the one after
+    # the batches the steps used, as if drawn one at a time
+    trainer = new_run(make_config(max_steps=40))
+    trainer.train(until_step=3)
+    reference = torch.Generator().manual_seed(trainer.config.seed)
+    for _ in range(3):
+        trainer.task.next_batch(reference)
+    assert torch.equal(trainer.generator.get_state(), reference.get_state())
+    assert torch.equal(trainer.state_dict()["generator"], reference.get_state())
+
+
 def test_sigterm_saves_a_checkpoint_and_stops(make_config) -> None:
     trainer = new_run(make_config(max_steps=100, eval_interval=100))
     calls = {"n": 0}
-    next_batch = trainer.task.next_batch
+    optimizer_step = trainer.optimizer.step
 
-    def next_batch_then_signal(generator):
+    def step_then_signal(*args, **kwargs):  # the signal arrives during step 3
         calls["n"] += 1
         if calls["n"] == 3:
             os.kill(os.getpid(), signal.SIGTERM)
-        return next_batch(generator)
+        return optimizer_step(*args, **kwargs)
 
-    trainer.task.next_batch = next_batch_then_signal
+    trainer.optimizer.step = step_then_signal
     previous = signal.getsignal(signal.SIGTERM)
     result = trainer.train()
     assert signal.getsignal(signal.SIGTERM) == previous  # handler restored

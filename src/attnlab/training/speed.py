@@ -492,7 +492,8 @@ def prefetch(
 ) -> Iterator[Any]:
     """Yield ``batches`` in order while a background thread prepares the next ``depth`` ones
     (and copies tensors to ``device``, pinned and non-blocking on CUDA), so that batch
-    preparation stays off the training step's critical path."""
+    preparation stays off the training step's critical path. Closing the generator stops
+    and joins the thread (it may have drawn one item more than it handed out)."""
     if depth < 1:
         raise ValueError(f"depth={depth} must be >= 1")
     target = None if device is None else torch.device(device)
@@ -513,16 +514,25 @@ def prefetch(
             return {k: move(v) for k, v in item.items()}
         return item
 
+    def offer(entry: tuple[str, Any]) -> bool:
+        """Put ``entry`` unless the consumer has stopped (then give up)."""
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in batches:
-                if stop.is_set():
+                if stop.is_set() or not offer(("item", move(item))):
                     return
-                slots.put(("item", move(item)))
         except BaseException as exc:  # hand the error to the consumer
-            slots.put(("error", exc))
+            offer(("error", exc))
             return
-        slots.put(("done", done))
+        offer(("done", done))
 
     thread = threading.Thread(target=work, name="attnlab-prefetch", daemon=True)
     thread.start()
@@ -536,6 +546,4 @@ def prefetch(
             yield value
     finally:
         stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:  # unblock a producer waiting on a full queue
-                slots.get_nowait()
+        thread.join()  # nothing draws from `batches` after this

@@ -40,6 +40,7 @@ from attnlab.training.speed import (
     autocast_context,
     configure_model,
     maybe_compile,
+    prefetch,
     resolve_speed_settings,
 )
 from attnlab.training.task import Task
@@ -55,6 +56,15 @@ _log = logging.getLogger(__name__)
 
 class TrainingDivergedError(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; nothing was saved after it."""
+
+
+@dataclass
+class _Drawn:
+    """What the batch thread knows about a batch besides its tensors (not moved to the
+    device): its real-token count and the sampling generator's state after drawing it."""
+
+    tokens: int
+    generator_state: torch.Tensor
 
 
 @dataclass
@@ -130,6 +140,9 @@ class Trainer:
         self.last_val: dict[str, float] | None = None
         self.saved_step: int | None = None
         self._signal: int | None = None
+        self._batches: Iterator[tuple[dict[str, torch.Tensor], _Drawn]] | None = None
+        self._consumed_state: torch.Tensor | None = None  # generator after the last used batch
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -142,7 +155,7 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "best_val_loss": self.best_val_loss,
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
+            "generator": self._generator_state(),
             "torch_rng": torch.get_rng_state(),
             "tokenizer": "" if self.tokenizer is None else self.tokenizer.fingerprint(),
         }
@@ -180,6 +193,7 @@ class Trainer:
         load_weights(self.model, self.out_dir, device=self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+        self._consumed_state = None
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -221,6 +235,7 @@ class Trainer:
         return metrics
 
     def _evaluate_and_save(self, wall_start: float) -> dict[str, float]:
+        self._check_finite()
         metrics = self.evaluate()
         if not math.isfinite(metrics["loss"]):
             self._diverged(f"validation loss is {metrics['loss']}", self.step)
@@ -291,8 +306,66 @@ class Trainer:
             for s, h in previous.items():
                 signal.signal(s, h)
 
-    def _train_step(self, forward: Callable[..., Any]) -> tuple[float, int]:
-        """One optimizer step over ``grad_accum_steps`` micro-batches: (mean loss, tokens)."""
+    # -- batches and the checks that need the host -------------------------------------------
+    def _generator_state(self) -> torch.Tensor:
+        """The sampling generator's state after the last batch used (the batch thread may
+        have drawn further ahead)."""
+        if self._consumed_state is not None:
+            return self._consumed_state
+        return self.generator.get_state()
+
+    def _draw(self) -> Iterator[tuple[dict[str, torch.Tensor], _Drawn]]:
+        while True:
+            batch = self.task.next_batch(self.generator)
+            yield batch, _Drawn(self.task.count_tokens(batch), self.generator.get_state())
+
+    def _next_batch(self) -> tuple[dict[str, torch.Tensor], int]:
+        """The next training batch on the device and its real-token count: from the batch
+        thread while ``train`` runs, else drawn here."""
+        if self._batches is None:
+            batch = self.task.next_batch(self.generator)
+            self._consumed_state = None
+            return {k: v.to(self.device) for k, v in batch.items()}, self.task.count_tokens(batch)
+        batch, drawn = next(self._batches)
+        self._consumed_state = drawn.generator_state
+        return batch, drawn.tokens
+
+    @contextlib.contextmanager
+    def _batch_thread(self) -> Iterator[None]:
+        """Collate (and copy to the device) the next batches in a background thread while
+        the current step runs; on exit, rewind the generator to the last batch used."""
+        if self._consumed_state is not None:
+            self.generator.set_state(self._consumed_state)
+        self._consumed_state = None
+        self._batches = prefetch(self._draw(), self.device)
+        try:
+            yield
+        finally:
+            batches, self._batches = self._batches, None
+            batches.close()  # type: ignore[attr-defined]  # stops the thread
+            if self._consumed_state is not None:
+                self.generator.set_state(self._consumed_state)
+
+    def _check_finite(self) -> float | None:
+        """Read the losses and gradient norms of the steps since the last check (one host
+        sync, at logging, evaluation and saving steps only) and raise TrainingDivergedError
+        at the first step where one is NaN or infinite; returns the last step's loss."""
+        if not self._pending:
+            return None
+        pending, self._pending = self._pending, []
+        losses = torch.stack([loss.float() for _, loss, _ in pending]).cpu().tolist()
+        norms = [None if n is None else float(n) for _, _, n in pending]  # None: no clipping
+        for (step, _, _), loss, norm in zip(pending, losses, norms, strict=True):
+            if not math.isfinite(loss):
+                self._diverged(f"loss is {loss}", step)
+            if norm is not None and not math.isfinite(norm):
+                self._diverged(f"gradient norm is {norm}", step)
+        return losses[-1]
+
+    def _train_step(self, forward: Callable[..., Any]) -> tuple[torch.Tensor, int]:
+        """One optimizer step over ``grad_accum_steps`` micro-batches: (mean loss as a
+        tensor, tokens). Nothing here waits for the device: the loss and gradient norm are
+        checked later, by ``_check_finite``."""
         c = self.config
         lr = lr_at(
             self.step,
@@ -305,25 +378,25 @@ class Trainer:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        loss_sum, n_tokens = 0.0, 0
+        loss_sum: torch.Tensor | float = 0.0
+        n_tokens = 0
         for _ in range(c.grad_accum_steps):
-            batch = {k: v.to(self.device) for k, v in self.task.next_batch(self.generator).items()}
-            n_tokens += self.task.count_tokens(batch)
+            batch, tokens = self._next_batch()
+            n_tokens += tokens
             with self.autocast():
                 loss = forward(**batch).loss
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                self._diverged(f"loss is {value}")
             (loss / c.grad_accum_steps).backward()
-            loss_sum += value
+            loss_sum = loss_sum + loss.detach()
+        norm = None
         if c.grad_clip > 0:
-            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
-            if not math.isfinite(norm):
-                self._diverged(f"gradient norm is {norm}")
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return loss_sum / c.grad_accum_steps, n_tokens
+        mean_loss = loss_sum / c.grad_accum_steps
+        assert isinstance(mean_loss, torch.Tensor)
+        self._pending.append((self.step, mean_loss, norm))
+        return mean_loss, n_tokens
 
     def train(self, until_step: int | None = None) -> TrainResult:
         """Train until ``max_steps``, ``max_time``, ``until_step`` (a deliberate early stop,
@@ -340,14 +413,15 @@ class Trainer:
         self._signal = None
         wall_start = time.perf_counter()
         log_start, log_tokens = time.perf_counter(), 0
-        with self._signals(), _ProgressBar(c.progress, self) as bar:
+        with self._signals(), _ProgressBar(c.progress, self) as bar, self._batch_thread():
             while (reason := self._stop_reason(until_step)) is None:
                 t0 = time.perf_counter()
-                loss, n_tokens = self._train_step(forward)
+                _, n_tokens = self._train_step(forward)
                 self.train_time += time.perf_counter() - t0
                 self.tokens_seen += n_tokens
                 log_tokens += n_tokens
                 if self.step % c.log_interval == 0 or self.step == 1:
+                    loss = self._check_finite()
                     now = time.perf_counter()
                     record = {
                         "step": self.step,
@@ -365,6 +439,7 @@ class Trainer:
             if reason in ("max_steps", "max_time") and self.saved_step != self.step:
                 bar.report(self._evaluate_and_save(wall_start))
             elif self.saved_step != self.step:  # interrupted: save quickly, no evaluation
+                self._check_finite()
                 self.save_checkpoint()
         self.wall_time = self._wall(wall_start)
         if reason == "interrupted":
