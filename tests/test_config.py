@@ -71,3 +71,15 @@ def test_invalid_values_name_the_field(kwargs: dict, field: str) -> None:
 def test_unknown_key_is_named() -> None:
     with pytest.raises(ValueError, match="n_layer_count"):
         ModelConfig.from_dict({"n_layer_count": 3})
+
+
+def test_float_fields_accept_yaml_exponent_strings() -> None:
+    # YAML 1.1 reads "1e-4" (no dot) as a string: a float field parses it, or names itself
+    from attnlab.training import TrainConfig
+
+    assert TrainConfig.from_dict({"lr": "1e-4", "min_lr": "2e-6"}).lr == 1e-4
+    assert ModelConfig.from_dict({"vocab_size": 10, "dropout": "1e-1"}).dropout == 0.1
+    with pytest.raises(ValueError, match=r"TrainConfig.lr must be a number, got 'fast'"):
+        TrainConfig.from_dict({"lr": "fast"})
+    with pytest.raises(ValueError, match="activation"):  # str fields are left alone
+        ModelConfig.from_dict({"vocab_size": 10, "activation": "1e-4"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,20 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise ValueError(f"{name}={value!r} must lie in [{low}, {high}]")
 
 
+def _floats_from_strings(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Strings given for float fields, parsed: YAML 1.1 reads ``1e-4`` (no dot) as a string."""
+    hints = typing.get_type_hints(cls)
+    out = dict(data)
+    for key, value in data.items():
+        if not isinstance(value, str) or float not in (hints[key], *typing.get_args(hints[key])):
+            continue
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ValueError(f"{cls.__name__}.{key} must be a number, got {value!r}") from None
+    return out
+
+
 class _JsonConfig:
     """JSON round-trip shared by every config dataclass."""
 
@@ -58,7 +73,7 @@ class _JsonConfig:
                 f"unknown {cls.__name__} key(s): {', '.join(unknown)}; "
                 f"known keys: {', '.join(sorted(known))}"
             )
-        return cls(**data)
+        return cls(**_floats_from_strings(cls, data))
 
     @classmethod
     def from_json(cls, text_or_path: str | Path):  # noqa: ANN206 - returns cls

@@ -40,8 +40,12 @@ def _max_diff(a: dict, b: dict) -> float:
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"optimizer": "muon", "muon_lr": 0.03, "lr_schedule": "wsd", "decay_fraction": 0.5}],
-    ids=["adamw-cosine", "muon-wsd"],
+    [
+        {},
+        {"optimizer": "muon", "muon_lr": 0.03, "lr_schedule": "wsd", "decay_fraction": 0.5},
+        {"ema_decay": 0.9},
+    ],
+    ids=["adamw-cosine", "muon-wsd", "ema"],
 )
 def test_resume_is_exact(make_config, options) -> None:
     """20 steps straight == 10 steps, stop, resume, 10 steps (dropout on, accumulation 2)."""
@@ -55,6 +59,8 @@ def test_resume_is_exact(make_config, options) -> None:
     resumed.train()
     assert resumed.step == straight.step == 20
     assert _max_diff(_params(straight.model), _params(resumed.model)) <= 1e-6
+    if straight.ema is not None:  # the weight average resumes exactly too
+        assert _max_diff(_params(straight.ema.model), _params(resumed.ema.model)) <= 1e-6
     # the metrics of the split run repeat the straight run's, line for line
     lines = [json.loads(x) for x in (first.out_dir / "metrics.jsonl").read_text().splitlines()]
     ref = [json.loads(x) for x in (straight.out_dir / "metrics.jsonl").read_text().splitlines()]
@@ -361,3 +367,30 @@ def test_fresh_run_never_overwrites_a_run(make_config) -> None:
     trainer.train(until_step=1)
     with pytest.raises(ValueError, match="already holds a training run; pass --resume"):
         new_run(make_config())
+
+
+def test_ema_is_evaluated_and_kept_as_best(make_config) -> None:
+    trainer = new_run(make_config(ema_decay=0.8, max_steps=10, eval_interval=10))
+    trainer.train()
+    ema = trainer.ema
+    assert ema is not None and ema.updates == 10
+    # the average differs from the last weights, and best/ holds the average
+    assert _max_diff(_params(ema.model), _params(trainer.model)) > 1e-4
+    best = load_pretrained(trainer.out_dir / "best").model
+    assert _max_diff(_params(best), _params(ema.model)) == 0.0
+    latest = load_pretrained(trainer.out_dir).model  # the latest checkpoint: trained weights
+    assert _max_diff(_params(latest), _params(trainer.model)) == 0.0
+    val = [
+        json.loads(line)
+        for line in (trainer.out_dir / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "val"
+    ]
+    assert val[-1]["loss"] == pytest.approx(trainer.evaluate()["loss"], abs=1e-6)  # the average's
+
+
+def test_resume_without_a_saved_average_is_refused(make_config) -> None:
+    trainer = new_run(make_config(max_steps=4, eval_interval=4))
+    trainer.train()
+    config = make_config(max_steps=4, eval_interval=4, ema_decay=0.9)
+    with pytest.raises(ValueError, match="no weight average"):
+        resume_run(trainer.out_dir, config)

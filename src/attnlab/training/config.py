@@ -69,6 +69,9 @@ class TrainConfig(_JsonConfig):
     lr_schedule: str = "cosine"  # cosine from lr to min_lr over the budget, or wsd
     decay_fraction: float = 0.3  # wsd: lr held, then a linear decay over this end of the budget
     weight_decay: float = 0.1  # not applied to norms, biases and embeddings
+    ema_decay: float = (
+        0.0  # > 0 (e.g. 0.999): evaluate, and keep as best/, a moving average of the weights
+    )
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.99  # AdamW second-moment decay
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
@@ -135,6 +138,8 @@ class TrainConfig(_JsonConfig):
         _check_range("muon_momentum", self.muon_momentum, 0.0, 0.999999)
         _check_range("muon_weight_decay", self.muon_weight_decay, 0.0, 10.0)
         _check_range("muon_ns_steps", self.muon_ns_steps, 1, 20)
+        if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
+            raise ValueError(f"ema_decay={self.ema_decay} must be 0 (off) or in (0, 1)")
         if not self.grad_clip >= 0:
             raise ValueError(f"grad_clip={self.grad_clip!r} must be >= 0 (0 disables clipping)")
 

@@ -2,7 +2,8 @@
 rest: AdamW (or Muon + AdamW), a warm-up + cosine or WSD schedule, gradient accumulation and
 clipping, bf16 autocast, optional ``torch.compile``, evaluation over the whole validation
 split, step and time budgets, a progress bar, ``metrics.jsonl``, atomic checkpoints (latest
-at the top of the run folder, best by validation loss in ``best/``), exact resume, a
+at the top of the run folder, best by validation loss in ``best/``; with ``ema_decay`` the
+evaluations and ``best/`` use a moving average of the weights), exact resume, a
 checkpoint on Ctrl-C/SIGTERM, and a stop without saving on a NaN/inf loss.
 """
 
@@ -34,6 +35,7 @@ from attnlab.checkpoint import (
 from attnlab.models import TransformerModel
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.config import TrainConfig
+from attnlab.training.ema import WeightEMA
 from attnlab.training.optim import build_optimizer, lr_at
 from attnlab.training.speed import (
     SpeedSettings,
@@ -131,6 +133,7 @@ class Trainer:
             muon_weight_decay=config.muon_weight_decay,
             muon_ns_steps=config.muon_ns_steps,
         )
+        self.ema = WeightEMA(self.model, config.ema_decay) if config.ema_decay else None
         self.generator = torch.Generator().manual_seed(config.seed)  # data sampling only
         self.step = 0
         self.train_time = 0.0
@@ -161,7 +164,15 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         return state
+
+    @property
+    def eval_model(self) -> TransformerModel:
+        """The model that evaluations score and ``best/`` keeps: the weights' moving average
+        when ``ema_decay`` is set, else the model being trained."""
+        return self.model if self.ema is None else self.ema.model  # type: ignore[return-value]
 
     def save_checkpoint(self, best: bool = False) -> None:
         """Write the latest weights and state (and ``best/`` when ``best``), atomically."""
@@ -171,7 +182,8 @@ class Trainer:
         save_state(self.out_dir / STATE_FILE, self.state_dict())
         if best:
             meta["val_loss"] = repr(self.best_val_loss)
-            save_pretrained(self.out_dir / BEST_DIR, self.model, metadata=meta, **tokenizers)
+            best_model = self.eval_model
+            save_pretrained(self.out_dir / BEST_DIR, best_model, metadata=meta, **tokenizers)
         self.saved_step = self.step
 
     def restore(self, state: dict[str, Any] | None = None) -> None:
@@ -192,6 +204,13 @@ class Trainer:
             )
         load_weights(self.model, self.out_dir, device=self.device)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise ValueError(
+                    f"{self.out_dir / STATE_FILE} has no weight average; this run was trained "
+                    "without ema_decay"
+                )
+            self.ema.load_state_dict(state["ema"])
         self.generator.set_state(state["generator"])
         self._consumed_state = None
         torch.set_rng_state(state["torch_rng"])
@@ -223,10 +242,11 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         """The task's metrics over the whole validation split, plus ppl and bits/token."""
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         try:
             with torch.no_grad(), self.autocast():
-                metrics = dict(self.task.evaluate(self.model))
+                metrics = dict(self.task.evaluate(model))
         finally:
             self.model.train()
         loss = metrics["loss"]
@@ -392,6 +412,8 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.step += 1
         mean_loss = loss_sum / c.grad_accum_steps
         assert isinstance(mean_loss, torch.Tensor)
