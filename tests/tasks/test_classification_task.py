@@ -128,3 +128,22 @@ def test_unknown_label_in_validation_file(tmp_path) -> None:
         f.write("an odd film,meh\n")
     with pytest.raises(ValueError, match="unknown label 'meh'.*known labels: neg, pos"):
         load_classification_data(str(data))
+
+
+def test_classifier_head_on_an_encoder_takes_the_head_settings() -> None:
+    from attnlab import ModelConfig, build_model
+    from attnlab.tasks.classification import with_classifier_head
+
+    torch.manual_seed(0)
+    encoder = build_model(
+        ModelConfig(vocab_size=30, d_model=16, n_heads=2, n_layers=1, family="encoder")
+    )
+    model = with_classifier_head(
+        encoder, ["neg", "pos"], pooling="cls", dropout=0.3, label_smoothing=0.1
+    )
+    c = model.config
+    assert (c.num_labels, c.pooling, c.dropout, c.label_smoothing) == (2, "cls", 0.3, 0.1)
+    for name, value in encoder.state_dict().items():  # the encoder's weights, unchanged
+        if not name.startswith("mlm_head."):
+            assert torch.equal(model.state_dict()[name], value)
+    assert with_classifier_head(encoder, ["a", "b"]).config.label_smoothing == 0.0

@@ -195,9 +195,11 @@ def with_classifier_head(
     *,
     pooling: str = "mean",
     dropout: float | None = None,
+    label_smoothing: float | None = None,
 ) -> nn.Module:
     """A classifier built on a pretrained encoder: the same weights plus a new, freshly
-    initialised head with one output per label (``encoder_head='classifier'``)."""
+    initialised head with one output per label (``encoder_head='classifier'``); ``dropout``
+    and ``label_smoothing``, when given, replace the encoder's."""
     from attnlab.models import EncoderModel
 
     config = model.config
@@ -211,6 +213,8 @@ def with_classifier_head(
     }
     if dropout is not None:
         changes["dropout"] = dropout
+    if label_smoothing is not None:
+        changes["label_smoothing"] = label_smoothing
     new = EncoderModel(dataclasses.replace(config, **changes))
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("mlm_head.")}
     missing, unexpected = new.load_state_dict(state, strict=False)
