@@ -182,8 +182,7 @@ class Trainer:
         save_state(self.out_dir / STATE_FILE, self.state_dict())
         if best:
             meta["val_loss"] = repr(self.best_val_loss)
-            best_model = self.eval_model
-            save_pretrained(self.out_dir / BEST_DIR, best_model, metadata=meta, **tokenizers)
+            save_pretrained(self.out_dir / BEST_DIR, self.eval_model, metadata=meta, **tokenizers)
         self.saved_step = self.step
 
     def restore(self, state: dict[str, Any] | None = None) -> None:
@@ -354,8 +353,6 @@ class Trainer:
     def _batch_thread(self) -> Iterator[None]:
         """Collate (and copy to the device) the next batches in a background thread while
         the current step runs; on exit, rewind the generator to the last batch used."""
-        if self._consumed_state is not None:
-            self.generator.set_state(self._consumed_state)
         self._consumed_state = None
         self._batches = prefetch(self._draw(), self.device)
         try:
@@ -365,6 +362,7 @@ class Trainer:
             batches.close()  # type: ignore[attr-defined]  # stops the thread
             if self._consumed_state is not None:
                 self.generator.set_state(self._consumed_state)
+            self._consumed_state = None
 
     def _check_finite(self) -> float | None:
         """Read the losses and gradient norms of the steps since the last check (one host
@@ -374,7 +372,9 @@ class Trainer:
             return None
         pending, self._pending = self._pending, []
         losses = torch.stack([loss.float() for _, loss, _ in pending]).cpu().tolist()
-        norms = [None if n is None else float(n) for _, _, n in pending]  # None: no clipping
+        norms: list[float | None] = [None] * len(pending)  # None: no clipping in this run
+        if pending[0][2] is not None:
+            norms = torch.stack([n.float() for _, _, n in pending]).cpu().tolist()
         for (step, _, _), loss, norm in zip(pending, losses, norms, strict=True):
             if not math.isfinite(loss):
                 self._diverged(f"loss is {loss}", step)
