@@ -253,8 +253,55 @@ def test_cuda_defaults_use_fused_attention(monkeypatch) -> None:
 def test_all_off_describes_every_setting() -> None:
     line = resolve_speed_settings(SpeedSettings.all_off(), CPU).describe()
     assert "\n" not in line
-    for name in ("bf16", "compile", "fused_adamw", "fused_attention", "cpu_attention_float32"):
+    for name in speed._SETTING_NAMES:
         assert f"{name}=off" in line
+
+
+def test_keep_host_memory_follows_device_and_c_library(monkeypatch) -> None:
+    monkeypatch.setattr(speed, "glibc_malloc", lambda: object())
+    assert resolve_speed_settings(None, CPU).keep_host_memory is True
+    off = resolve_speed_settings(SpeedSettings(keep_host_memory=False), CPU)
+    assert off.keep_host_memory is False
+    monkeypatch.setattr(speed, "detect_bf16", lambda device: speed.BF16Support(True, "cuda X"))
+    monkeypatch.setattr(speed, "compile_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(speed, "fused_adamw_available", lambda device: True)
+    assert resolve_speed_settings(None, "cuda").keep_host_memory is False  # auto: CPU only
+    monkeypatch.setattr(speed, "glibc_malloc", lambda: None)
+    settings = resolve_speed_settings(SpeedSettings(keep_host_memory=True), CPU)
+    assert settings.keep_host_memory is False
+    assert "not glibc" in settings.describe()
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+from attnlab.training import speed
+def faults():  # minor page faults of five 64 MiB tensors allocated, written and freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        torch.empty(16 * 2**20).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()
+plain = faults()
+kept = speed.keep_freed_memory()
+faults()
+print(plain, faults(), kept)
+"""
+
+
+@pytest.mark.skipif(speed.glibc_malloc() is None, reason="needs glibc")
+def test_keep_freed_memory_stops_page_faults_on_reused_memory() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True
+    ).stdout.split()
+    plain, kept_faults, kept = int(out[0]), int(out[1]), out[2]
+    assert kept == "True"
+    # glibc maps blocks this large afresh on every allocation: one fault per 4 KiB page
+    # (fewer with huge pages); once kept, the freed block is reused without faults
+    assert plain > 5 * 500
+    assert kept_faults < plain / 20
 
 
 def test_prefetch_keeps_order_and_raises_errors() -> None:

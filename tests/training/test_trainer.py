@@ -394,3 +394,38 @@ def test_resume_without_a_saved_average_is_refused(make_config) -> None:
     config = make_config(max_steps=4, eval_interval=4, ema_decay=0.9)
     with pytest.raises(ValueError, match="no weight average"):
         resume_run(trainer.out_dir, config)
+
+
+def test_freeze_holds_matching_parameters_fixed(make_config) -> None:
+    options = dict(freeze="stack.embeddings.*, stack.blocks.0.*", max_steps=4, eval_interval=4)
+    trainer = new_run(make_config(ema_decay=0.9, **options))
+    before = _params(trainer.model)
+    trainer.train()
+    after = _params(trainer.model)
+    frozen = [k for k in before if k.startswith(("stack.embeddings.", "stack.blocks.0."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k not in frozen)
+    averaged = _params(trainer.ema.model)
+    assert all(torch.equal(averaged[k], after[k]) for k in frozen)
+    # a pattern that matches nothing is named; a resume may not change what is frozen
+    with pytest.raises(ValueError, match=r"freeze pattern 'stack\.embedings\.\*' matches no"):
+        new_run(make_config("typo", freeze="stack.embedings.*"))
+    with pytest.raises(ValueError, match="freeze"):
+        resume_run(trainer.out_dir, make_config(ema_decay=0.9, max_steps=4, eval_interval=4))
+
+
+def test_layer_lr_decay_scales_each_block_by_its_depth(make_config) -> None:
+    trainer = new_run(make_config(layer_lr_decay=0.5, max_steps=3, warmup_steps=0))
+    trainer.train()
+    model, groups = trainer.model, trainer.optimizer.param_groups
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    top = lr_of[id(model.stack.final_norm.weight)]  # outside the blocks: the full rate
+    assert top > 0
+    for i, block in enumerate(model.stack.blocks):  # 2 blocks: 0.25 and 0.5 of it
+        assert all(lr_of[id(p)] == pytest.approx(top * 0.5 ** (2 - i)) for p in block.parameters())
+    assert lr_of[id(model.stack.embeddings.tokens.weight)] == pytest.approx(top * 0.125)
+    # weight decay still follows the parameter's kind, whatever its depth
+    for g in groups:
+        assert g["weight_decay"] == 0.0 or all(p.dim() >= 2 for p in g["params"])
+    with pytest.raises(ValueError, match="layer_lr_decay"):
+        make_config(layer_lr_decay=0.0)

@@ -25,6 +25,8 @@ RESUME_LOCKED_KEYS = (
     "model",
     "block_size",
     "optimizer",
+    "freeze",
+    "layer_lr_decay",
 )
 # ModelConfig fields set from the tokenizer, never by the user
 _DERIVED_MODEL_KEYS = ("vocab_size", "target_vocab_size")
@@ -56,6 +58,7 @@ class TrainConfig(_JsonConfig):
     compile: bool | None = None  # torch.compile the forward; None: attnlab.training.speed's choice
     fused_adamw: bool | None = None  # the fused AdamW kernel; None: where it exists
     fused_attention: bool | None = None  # PyTorch's fused attention; None: speed's choice
+    keep_host_memory: bool | None = None  # glibc malloc keeps freed memory; None: on for CPU
     num_threads: int | None = None  # torch.set_num_threads for this run; None: leave as is
     # optimisation
     batch_size: int = 32  # sequences per micro-batch
@@ -72,6 +75,8 @@ class TrainConfig(_JsonConfig):
     ema_decay: float = (
         0.0  # > 0 (e.g. 0.999): evaluate, and keep as best/, a moving average of the weights
     )
+    layer_lr_decay: float = 1.0  # < 1: block i of L learns at lr * decay**(L - i) (fine-tuning)
+    freeze: str = ""  # comma-separated globs of parameter names held fixed (not trained)
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.99  # AdamW second-moment decay
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
@@ -108,7 +113,7 @@ class TrainConfig(_JsonConfig):
         except TypeError as err:
             raise ValueError(f"model: {err}") from None
         _check_choice("device", self.device, DEVICES)
-        for key in ("bf16", "compile", "fused_adamw", "fused_attention"):
+        for key in ("bf16", "compile", "fused_adamw", "fused_attention", "keep_host_memory"):
             if getattr(self, key) not in (None, True, False):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be true, false or null (auto)")
         if self.num_threads is not None:
@@ -140,6 +145,10 @@ class TrainConfig(_JsonConfig):
         _check_range("muon_ns_steps", self.muon_ns_steps, 1, 20)
         if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
             raise ValueError(f"ema_decay={self.ema_decay} must be 0 (off) or in (0, 1)")
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ValueError(f"layer_lr_decay={self.layer_lr_decay!r} must lie in (0, 1]")
+        if not isinstance(self.freeze, str):
+            raise ValueError(f"freeze={self.freeze!r} must be a string of comma-separated globs")
         if not self.grad_clip >= 0:
             raise ValueError(f"grad_clip={self.grad_clip!r} must be >= 0 (0 disables clipping)")
 
@@ -150,6 +159,11 @@ class TrainConfig(_JsonConfig):
         if self.block_size is not None:
             values.setdefault("max_seq_len", self.block_size)
         return ModelConfig.from_dict({**values, "vocab_size": vocab_size, **derived})
+
+    @property
+    def freeze_patterns(self) -> list[str]:
+        """``freeze`` split into its glob patterns."""
+        return [p.strip() for p in self.freeze.split(",") if p.strip()]
 
     @property
     def context(self) -> int:

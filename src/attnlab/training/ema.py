@@ -28,12 +28,14 @@ class WeightEMA:
         self.updates = 0
 
     def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(average, current) floating-point tensors, matched by name (tied ones once)."""
+        """(average, current) floating-point tensors, matched by name (tied ones once);
+        parameters ``model`` holds fixed are left out (their copy stays equal to them)."""
         mine = dict(self.model.named_parameters()) | dict(self.model.named_buffers())
         theirs = dict(model.named_parameters()) | dict(model.named_buffers())
         if mine.keys() != theirs.keys():
             raise ValueError("WeightEMA.update: the model's parameters changed since the copy")
-        names = [n for n, t in mine.items() if t.is_floating_point()]
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+        names = [n for n, t in mine.items() if t.is_floating_point() and n not in frozen]
         return [mine[n] for n in names], [theirs[n].detach() for n in names]
 
     def current_decay(self) -> float:

@@ -3,6 +3,8 @@ parameter groups, and the learning-rate schedule."""
 
 from __future__ import annotations
 
+import fnmatch
+
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -33,25 +35,67 @@ def _embedding_weight_ids(model: nn.Module) -> set[int]:
     return {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
 
 
+def freeze_parameters(model: nn.Module, patterns: Iterable[str]) -> int:
+    """Hold fixed (``requires_grad=False``) every parameter whose name matches one of the
+    glob ``patterns``; returns how many values were frozen. A pattern that matches nothing
+    is an error that names it (a typo would otherwise train everything)."""
+    names = [name for name, _ in model.named_parameters()]
+    frozen = 0
+    for pattern in patterns:
+        matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        if not matched:
+            raise ValueError(
+                f"freeze pattern {pattern!r} matches no parameter of the model "
+                f"(names look like {names[0]!r})"
+            )
+        for name in matched:
+            param = model.get_parameter(name)
+            if param.requires_grad:
+                param.requires_grad_(False)
+                frozen += param.numel()
+    return frozen
+
+
+def layer_lr_scales(model: nn.Module, decay: float) -> dict[int, float]:
+    """Layer-wise learning-rate decay: ``id(param) -> scale``. In each ``TransformerStack``
+    of L blocks, block i (from 0) learns at ``decay ** (L - i)`` of the rate and the
+    embeddings at ``decay ** (L + 1)``; the final norm and everything outside the stacks
+    (heads) at the full rate. Parameters missing from the map learn at the full rate."""
+    scales: dict[int, float] = {}
+    for stack in (m for m in model.modules() if isinstance(m, TransformerStack)):
+        depth = len(stack.blocks)
+        if stack.embeddings is not None:
+            for param in stack.embeddings.parameters():
+                scales[id(param)] = decay ** (depth + 1)
+        for i, block in enumerate(stack.blocks):
+            for param in block.parameters():
+                scales[id(param)] = decay ** (depth - i)
+    return scales
+
+
 def parameter_groups(
-    model: nn.Module, weight_decay: float, exclude: Iterable[nn.Parameter] = ()
+    model: nn.Module,
+    weight_decay: float,
+    exclude: Iterable[nn.Parameter] = (),
+    layer_lr_decay: float = 1.0,
 ) -> list[dict]:
-    """Two AdamW groups: matrices decay; norms, biases and embeddings (and a head tied to an
+    """AdamW groups: matrices decay; norms, biases and embeddings (and a head tied to an
     embedding) do not. Shared parameters appear once; ``exclude``: parameters another
-    optimizer takes care of."""
+    optimizer takes care of. With ``layer_lr_decay`` < 1 each of the two splits further by
+    ``layer_lr_scales`` (every group carries its ``lr_scale``)."""
     embedding_ids = _embedding_weight_ids(model)
-    decay, no_decay, seen = [], [], {id(p) for p in exclude}
+    scales = layer_lr_scales(model, layer_lr_decay) if layer_lr_decay != 1.0 else {}
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {(True, 1.0): [], (False, 1.0): []}
+    seen = {id(p) for p in exclude}
     for param in model.parameters():
         if not param.requires_grad or id(param) in seen:
             continue
         seen.add(id(param))
-        if param.dim() >= 2 and id(param) not in embedding_ids:
-            decay.append(param)
-        else:  # biases and norm weights are 1-D
-            no_decay.append(param)
+        decays = param.dim() >= 2 and id(param) not in embedding_ids  # biases, norms: 1-D
+        groups.setdefault((decays, scales.get(id(param), 1.0)), []).append(param)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "weight_decay": weight_decay if decays else 0.0, "lr_scale": scale}
+        for (decays, scale), params in groups.items()
     ]
 
 
@@ -221,19 +265,19 @@ def build_optimizer(
     muon_momentum: float = 0.95,
     muon_weight_decay: float = 0.0,
     muon_ns_steps: int = 5,
+    layer_lr_decay: float = 1.0,
 ) -> torch.optim.Optimizer | CombinedOptimizer:
     """``optimizer="adamw"``: AdamW over ``parameter_groups``, fused when asked and the device
     supports it. ``optimizer="muon"``: ``Muon`` (Nesterov momentum ``muon_momentum``,
     learning rate ``muon_lr``, decoupled weight decay ``muon_weight_decay``,
     ``muon_ns_steps`` Newton-Schulz iterations) over ``muon_parameters``, and AdamW as above
     over the rest. Every group carries ``lr_scale``, its learning rate over ``lr``, for the
-    schedule."""
+    schedule; ``layer_lr_decay`` < 1 scales AdamW's groups by depth (``layer_lr_scales``)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer={optimizer!r} must be one of {', '.join(OPTIMIZERS)}")
     hidden = muon_parameters(model) if optimizer == "muon" else []
-    groups = [g for g in parameter_groups(model, weight_decay, exclude=hidden) if g["params"]]
-    for group in groups:
-        group["lr_scale"] = 1.0
+    groups = parameter_groups(model, weight_decay, exclude=hidden, layer_lr_decay=layer_lr_decay)
+    groups = [g for g in groups if g["params"]]
     adamw = make_adamw(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
     if not hidden:
         return adamw

@@ -36,7 +36,7 @@ from attnlab.models import TransformerModel
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.config import TrainConfig
 from attnlab.training.ema import WeightEMA
-from attnlab.training.optim import build_optimizer, lr_at
+from attnlab.training.optim import build_optimizer, freeze_parameters, lr_at
 from attnlab.training.speed import (
     SpeedSettings,
     autocast_context,
@@ -117,10 +117,15 @@ class Trainer:
                 compile=config.compile,
                 fused_adamw=config.fused_adamw,
                 fused_attention=config.fused_attention,
+                keep_host_memory=config.keep_host_memory,
             ),
             self.device,
         )
+
         configure_model(self.model, self.speed)
+        if config.freeze_patterns:
+            frozen = freeze_parameters(self.model, config.freeze_patterns)
+            _log.info("freeze %s: %d parameters held fixed", config.freeze, frozen)
         self.optimizer = build_optimizer(
             self.model,
             config.lr,
@@ -132,6 +137,7 @@ class Trainer:
             muon_momentum=config.muon_momentum,
             muon_weight_decay=config.muon_weight_decay,
             muon_ns_steps=config.muon_ns_steps,
+            layer_lr_decay=config.layer_lr_decay,
         )
         self.ema = WeightEMA(self.model, config.ema_decay) if config.ema_decay else None
         self.generator = torch.Generator().manual_seed(config.seed)  # data sampling only
