@@ -19,7 +19,7 @@ POSITIONALS = ("sinusoidal", "learned", "rope", "alibi", "none")
 NORMS = ("layernorm", "rmsnorm")
 NORM_PLACEMENTS = ("pre", "post")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu")
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "max")
 ENCODER_HEADS = ("none", "classifier", "mlm")
 
 
@@ -123,7 +123,7 @@ class ModelConfig(_JsonConfig):
     type_vocab_size: int = 0  # token-type (segment) embeddings, 0 for none (BERT uses 2)
     encoder_head: str = "none"  # encoder family: none, classifier or mlm
     num_labels: int = 2  # classifier head only
-    pooling: str = "cls"  # classifier head only: cls or mean
+    pooling: str = "cls"  # classifier head only: cls, mean or max
     label_names: list[str] | None = None  # classifier head only: name of each class id
     label_smoothing: float = 0.0
 

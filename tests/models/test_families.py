@@ -112,7 +112,8 @@ def test_decoder_overfits_a_batch(overrides: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    ("head", "pooling"), [("classifier", "cls"), ("classifier", "mean"), ("mlm", "cls")]
+    ("head", "pooling"),
+    [("classifier", "cls"), ("classifier", "mean"), ("classifier", "max"), ("mlm", "cls")],
 )
 def test_encoder_overfits_a_batch(head: str, pooling: str) -> None:
     model = build_model(
@@ -179,3 +180,18 @@ def test_positions_beyond_the_table_are_an_error() -> None:
     model = build_model(tiny("decoder", max_seq_len=8))
     with pytest.raises(ValueError, match="max_seq_len=8"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+@pytest.mark.parametrize("method", ["mean", "max"])
+def test_pooling_ignores_padding(method: str) -> None:
+    from attnlab.models.encoder import pool
+
+    hidden = torch.randn(2, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    padded = hidden.clone()
+    padded[0, 3:] = 1e4  # whatever sits at padded positions must not matter
+    got = pool(padded, mask, method)
+    want = hidden[0, :3].mean(0) if method == "mean" else hidden[0, :3].amax(0)
+    torch.testing.assert_close(got[0], want)
+    full = hidden[1].mean(0) if method == "mean" else hidden[1].amax(0)
+    torch.testing.assert_close(got[1], full)

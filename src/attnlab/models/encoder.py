@@ -3,6 +3,7 @@ sequence classifier (CLS or mean pooling) or a masked-LM head."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,14 +18,18 @@ from attnlab.nn.norms import make_norm
 
 
 def pool(hidden: Tensor, attention_mask: Tensor | None, method: str) -> Tensor:
-    """(B, T, D) -> (B, D): the first token's state ("cls") or the mean over real tokens."""
+    """(B, T, D) -> (B, D): the first token's state ("cls"), or the mean ("mean") or the
+    element-wise maximum ("max") over the real tokens."""
     if method == "cls":
         return hidden[:, 0]
-    if method != "mean":
-        raise ValueError(f"pooling={method!r} is not allowed; choose one of cls, mean")
+    if method not in ("mean", "max"):
+        raise ValueError(f"pooling={method!r} is not allowed; choose one of cls, mean, max")
     if attention_mask is None:
-        return hidden.mean(dim=1)
-    weights = attention_mask.to(hidden.dtype)[..., None]  # (B, T, 1)
+        return hidden.mean(dim=1) if method == "mean" else hidden.amax(dim=1)
+    real = attention_mask.bool()[..., None]  # (B, T, 1)
+    if method == "max":
+        return hidden.masked_fill(~real, torch.finfo(hidden.dtype).min).amax(dim=1)
+    weights = real.to(hidden.dtype)
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
