@@ -147,3 +147,27 @@ def test_classifier_head_on_an_encoder_takes_the_head_settings() -> None:
         if not name.startswith("mlm_head."):
             assert torch.equal(model.state_dict()[name], value)
     assert with_classifier_head(encoder, ["a", "b"]).config.label_smoothing == 0.0
+
+
+def test_token_dropout_leaves_out_inner_tokens_only(trained_run) -> None:
+    import dataclasses
+
+    plain = trained_run[0].task
+    dropped = dataclasses.replace(plain, token_dropout=0.5)
+
+    def rows(task, seed: int) -> list[list[int]]:
+        batch = task.next_batch(torch.Generator().manual_seed(seed))
+        pairs = zip(batch["input_ids"], batch["attention_mask"], strict=True)
+        return [ids[mask.bool()].tolist() for ids, mask in pairs]
+
+    full, kept = rows(plain, 3), rows(dropped, 3)  # the same texts: indices are drawn first
+    assert kept == rows(dropped, 3)  # drawn from the generator alone
+    inner_full = inner_kept = 0
+    for a, b in zip(full, kept, strict=True):
+        assert (a[0], a[-1]) == (b[0], b[-1]) and len(b) >= min(len(a), 3)
+        it = iter(a[1:-1])
+        assert all(t in it for t in b[1:-1])  # an ordered subsequence of the text
+        inner_full, inner_kept = inner_full + len(a) - 2, inner_kept + len(b) - 2
+    assert 0.3 < inner_kept / inner_full < 0.75
+    with pytest.raises(ValueError, match="token_dropout"):
+        dataclasses.replace(plain, token_dropout=1.0)

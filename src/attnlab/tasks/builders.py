@@ -49,6 +49,7 @@ CLASSIFICATION_OPTIONS = (
     "label_column",
     "text_column",
     "init_from",
+    "token_dropout",
 )
 
 
@@ -211,5 +212,6 @@ def build_classification(
         max_tokens=opts.get("max_tokens", 4096),
         max_len=min(opts.get("max_len", 128), model_config.max_seq_len),
         max_batch_size=config.batch_size,
+        token_dropout=opts.get("token_dropout", 0.0),
     )
     return TaskSetup(task, model_config, tokenizer, initial_state=initial_state)

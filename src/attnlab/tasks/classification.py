@@ -45,6 +45,20 @@ def encode_texts(tokenizer, texts: Sequence[str], max_len: int) -> tuple[list[li
     return out, cut
 
 
+def _drop_inner_tokens(ids: list[int], rate: float, generator: torch.Generator | None) -> list[int]:
+    """Word dropout: ``ids`` without each inner token (the template's first and last stay)
+    with chance ``rate``, at least one inner token kept; drawn from ``generator``."""
+    inner = ids[1:-1]
+    if len(inner) < 2:
+        return ids
+    kept = [
+        t
+        for t, u in zip(inner, torch.rand(len(inner), generator=generator).tolist(), strict=True)
+        if u >= rate
+    ]
+    return [ids[0], *(kept or inner[:1]), ids[-1]]
+
+
 @dataclass
 class ClassificationTask:
     """Tokenized train and validation sets; batches of about ``max_tokens`` padded tokens
@@ -56,6 +70,7 @@ class ClassificationTask:
     max_tokens: int = 4096
     max_len: int = 128
     max_batch_size: int | None = 128
+    token_dropout: float = 0.0  # training only: each inner token is left out with this chance
     _train_ids: list[list[int]] = field(default_factory=list, repr=False)
     _val_ids: list[list[int]] = field(default_factory=list, repr=False)
 
@@ -67,6 +82,8 @@ class ClassificationTask:
                 f"validation labels {self.val.label_names} differ from training labels "
                 f"{self.train.label_names}"
             )
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise ValueError(f"token_dropout={self.token_dropout!r} must lie in [0, 1)")
         self.pad_id = self.tokenizer.pad_id
         self._train_ids = self._encode(self.train)
         self._val_ids = self._encode(self.val)
@@ -101,8 +118,11 @@ class ClassificationTask:
         """A random training batch of similar-length texts: input_ids, attention_mask,
         labels; drawn from ``generator`` alone."""
         indices = self._sampler.sample(generator)
+        texts = [self._train_ids[i] for i in indices]
+        if self.token_dropout:
+            texts = [_drop_inner_tokens(ids, self.token_dropout, generator) for ids in texts]
         return collate_classification(
-            [self._train_ids[i] for i in indices],
+            texts,
             [self.train.labels[i] for i in indices],
             pad_id=self.pad_id,
         )

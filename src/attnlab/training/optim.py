@@ -4,7 +4,6 @@ parameter groups, and the learning-rate schedule."""
 from __future__ import annotations
 
 import fnmatch
-
 import math
 from collections.abc import Iterable
 from typing import Any

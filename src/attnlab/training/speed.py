@@ -227,9 +227,7 @@ def keep_freed_memory() -> bool:
     libc = glibc_malloc()
     if libc is None:
         return False
-    _memory_kept = bool(
-        libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    )
+    _memory_kept = bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     if _memory_kept:
         log.info("glibc malloc keeps freed memory for reuse (mmap off, trim threshold 2 GiB)")
     return _memory_kept
