@@ -157,6 +157,42 @@ def load_classification_data(
     return train, val
 
 
+MASKED_LM_OPTIONS = ("max_tokens", "max_len", "label_column", "text_column", "mask_rate")
+
+
+def build_masked_lm(
+    config: Any, tokenizer: Tokenizer | None = None, target_tokenizer: Tokenizer | None = None
+) -> TaskSetup:
+    """``task: masked_lm``: an encoder with the MLM head pretrained on the texts of a
+    classification data set (its labels unused); the tokenizer is trained on the training
+    texts unless given."""
+    from attnlab.tasks.masked_lm import MaskedLMTask
+    from attnlab.training.task import TaskSetup
+
+    opts = _options(config, MASKED_LM_OPTIONS, "masked_lm")
+    train, val = load_classification_data(
+        config.data, opts.get("label_column", "label"), opts.get("text_column", "text")
+    )
+    if tokenizer is None:
+        tokenizer = tokenizer_from_spec(config.tokenizer, train.texts, config.bpe_vocab_size)
+    model_config = config.model_config(tokenizer.vocab_size)
+    if model_config.family != "encoder" or model_config.encoder_head != "mlm":
+        raise ValueError(
+            "task masked_lm trains family=encoder with encoder_head=mlm; got "
+            f"family={model_config.family!r}, encoder_head={model_config.encoder_head!r}"
+        )
+    task = MaskedLMTask(
+        tokenizer,
+        train.texts,
+        val.texts,
+        max_tokens=opts.get("max_tokens", 4096),
+        max_len=min(opts.get("max_len", 128), model_config.max_seq_len),
+        max_batch_size=config.batch_size,
+        mask_rate=opts.get("mask_rate", 0.15),
+    )
+    return TaskSetup(task, model_config, tokenizer)
+
+
 def build_classification(
     config: Any, tokenizer: Tokenizer | None = None, target_tokenizer: Tokenizer | None = None
 ) -> TaskSetup:

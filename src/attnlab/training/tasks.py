@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from attnlab.tasks.builders import build_classification, build_translation
+from attnlab.tasks.builders import build_classification, build_masked_lm, build_translation
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.config import TrainConfig
 from attnlab.training.lm import build_lm_task
@@ -20,6 +20,7 @@ TASKS: dict[str, TaskBuilder] = {
     "lm": build_lm_task,
     "translation": build_translation,
     "classification": build_classification,
+    "masked_lm": build_masked_lm,
 }
 
 
