@@ -70,9 +70,7 @@ def test_pretrain_masked_lm_then_fine_tune_a_classifier(tmp_path) -> None:
     encoder = dict(family="encoder", d_model=32, n_heads=2, n_layers=2, max_seq_len=32)
     torch.manual_seed(0)
     mlm = new_run(
-        _config(
-            data, tmp_path / "mlm", task="masked_lm", model={**encoder, "encoder_head": "mlm"}
-        )
+        _config(data, tmp_path / "mlm", task="masked_lm", model={**encoder, "encoder_head": "mlm"})
     )
     untrained = mlm.task.evaluate(mlm.model.eval())
     result = mlm.train()
