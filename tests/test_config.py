@@ -60,7 +60,7 @@ def test_derived_fields() -> None:
         ({"norm_eps": 0.0}, "norm_eps"),
         ({"target_vocab_size": 10}, "target_vocab_size"),
         ({"encoder_head": "classifier"}, "encoder_head"),
-        ({"family": "encoder", "pooling": "max"}, "pooling"),
+        ({"family": "encoder", "pooling": "attention"}, "pooling"),
     ],
 )
 def test_invalid_values_name_the_field(kwargs: dict, field: str) -> None:
