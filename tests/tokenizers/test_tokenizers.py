@@ -110,6 +110,21 @@ def test_wraps_any_hf_tokenizer_with_explicit_specials() -> None:
         Tokenizer(hf, eos_token="</s>")
 
 
+def test_file_with_fixed_padding_gives_unpadded_ids(tmp_path) -> None:
+    # a pretrained tokenizer.json (MiniLM's) pads every text to a fixed length; the
+    # collators pad batches, so the wrapper must hand back only the text's own ids
+    from tokenizers import pre_tokenizers
+
+    hf = HFTokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "hi": 2}, unk_token="[UNK]"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf.enable_padding(length=16, pad_id=0, pad_token="[PAD]")
+    assert len(hf.encode("hi hi").ids) == 16  # the file as written pads
+    path = tmp_path / "tokenizer.json"
+    hf.save(str(path))
+    assert Tokenizer.from_file(path).encode("hi hi") == [2, 2]
+    assert Tokenizer.from_str(path.read_text(encoding="utf-8")).encode("hi") == [2]
+
+
 def test_bad_files_and_ids(tmp_path, char_tok: Tokenizer) -> None:
     with pytest.raises(FileNotFoundError, match="nope.json"):
         Tokenizer.from_file(tmp_path / "nope.json")

@@ -50,12 +50,12 @@ def _token(value: Any) -> str | None:
 
 
 def read_tokenizer(folder: Path) -> Tokenizer | None:
-    """The folder's ``tokenizer.json`` (padding turned off), with its special tokens."""
+    """The folder's ``tokenizer.json`` (padding is turned off by ``Tokenizer``), with its
+    special tokens."""
     path = folder / "tokenizer.json"
     if not path.is_file():
         return None
     hf = HFTokenizer.from_file(str(path))
-    hf.no_padding()  # e.g. MiniLM's file pads every input to 128 tokens
     special: dict[str, Any] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (folder / name).is_file():

@@ -50,6 +50,9 @@ class Tokenizer:
         eos_token: str | None = _AUTO,
         unk_token: str | None = _AUTO,
     ) -> None:
+        # ids come back unpadded: batches are padded by the collators (a pretrained file
+        # such as MiniLM's would otherwise pad every text to a fixed 128 ids)
+        hf_tokenizer.no_padding()
         self.hf = hf_tokenizer
         given = {"pad": pad_token, "bos": bos_token, "eos": eos_token, "unk": unk_token}
         self.special_tokens: dict[str, str | None] = {}
