@@ -103,6 +103,18 @@ def test_minilm_tokenizer_does_not_pad_to_128(minilm) -> None:  # noqa: ANN001
     assert loaded.tokenizer.encode("Hi", add_special_tokens=True) == [101, 7632, 102]
 
 
+def test_bundled_name_as_tokenizer_spec(minilm) -> None:  # noqa: ANN001
+    # tokenizer=minilm: a from-scratch model on MiniLM's WordPiece vocabulary
+    from attnlab.tokenizers.train import tokenizer_from_spec
+
+    loaded, _ = minilm
+    tok = tokenizer_from_spec("minilm", ["unused"], bpe_vocab_size=100)
+    assert tok.vocab_size == loaded.tokenizer.vocab_size == 30522
+    assert tok.encode("a gripping film") == loaded.tokenizer.encode("a gripping film")
+    with pytest.raises(ValueError, match="minilm"):
+        tokenizer_from_spec("no-such-model", ["x"], bpe_vocab_size=100)
+
+
 def test_minilm_meaning(minilm) -> None:  # noqa: ANN001
     loaded, _ = minilm
     a, b, c = embed_sentences(

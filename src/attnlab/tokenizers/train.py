@@ -91,11 +91,23 @@ def train_bpe_tokenizer(
 
 
 def tokenizer_from_spec(spec: str, texts: Iterable[str] | str, bpe_vocab_size: int) -> Tokenizer:
-    """``char`` or ``bpe`` (trained on ``texts``), or the path of a ``tokenizer.json``."""
+    """``char`` or ``bpe`` (trained on ``texts``), a bundled pretrained model's name (its
+    vocabulary, e.g. ``minilm``'s WordPiece), or the path of a ``tokenizer.json``."""
+    from attnlab.interop.hf import read_tokenizer
+    from attnlab.interop.pretrained import BUNDLED, resolve_name
+
     if spec == "char":
         return train_char_tokenizer(texts)
     if spec == "bpe":
         return train_bpe_tokenizer(texts, bpe_vocab_size)
+    if spec in BUNDLED:
+        tokenizer = read_tokenizer(resolve_name(spec))
+        if tokenizer is None:
+            raise ValueError(f"tokenizer={spec!r}: the bundled model has no tokenizer.json")
+        return tokenizer
     if not spec.endswith(".json") and not Path(spec).exists():
-        raise ValueError(f"tokenizer={spec!r} is not char, bpe or the path of a tokenizer.json")
+        raise ValueError(
+            f"tokenizer={spec!r} is not char, bpe, a bundled model "
+            f"({', '.join(BUNDLED)}) or the path of a tokenizer.json"
+        )
     return Tokenizer.from_file(spec)

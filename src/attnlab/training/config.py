@@ -42,7 +42,7 @@ class TrainConfig(_JsonConfig):
     task: str = "lm"  # a name in attnlab.training.tasks.TASKS
     # data and tokenizer
     data: str = "shakespeare"  # a built-in corpus name, a UTF-8 .txt file or a folder
-    tokenizer: str = "char"  # char, bpe, or the path of a tokenizer.json
+    tokenizer: str = "char"  # char, bpe, a bundled model (minilm), or a tokenizer.json path
     bpe_vocab_size: int = 4096  # tokenizer=bpe only
     val_fraction: float = 0.1  # the last 10% of tokens are the validation split
     block_size: int | None = None  # context length of training windows; None: max_seq_len
