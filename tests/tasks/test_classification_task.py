@@ -136,17 +136,31 @@ def test_classifier_head_on_an_encoder_takes_the_head_settings() -> None:
 
     torch.manual_seed(0)
     encoder = build_model(
-        ModelConfig(vocab_size=30, d_model=16, n_heads=2, n_layers=1, family="encoder")
+        ModelConfig(
+            vocab_size=30,
+            d_model=16,
+            n_heads=2,
+            n_layers=1,
+            family="encoder",
+            attention_dropout=0.05,
+        )
     )
     model = with_classifier_head(
-        encoder, ["neg", "pos"], pooling="cls", dropout=0.3, label_smoothing=0.1
+        encoder,
+        ["neg", "pos"],
+        pooling="cls",
+        dropout=0.3,
+        attention_dropout=0.2,
+        label_smoothing=0.1,
     )
     c = model.config
-    assert (c.num_labels, c.pooling, c.dropout, c.label_smoothing) == (2, "cls", 0.3, 0.1)
+    settings = (c.num_labels, c.pooling, c.dropout, c.attention_dropout, c.label_smoothing)
+    assert settings == (2, "cls", 0.3, 0.2, 0.1)
     for name, value in encoder.state_dict().items():  # the encoder's weights, unchanged
         if not name.startswith("mlm_head."):
             assert torch.equal(model.state_dict()[name], value)
-    assert with_classifier_head(encoder, ["a", "b"]).config.label_smoothing == 0.0
+    kept = with_classifier_head(encoder, ["a", "b"]).config
+    assert (kept.label_smoothing, kept.attention_dropout) == (0.0, 0.05)
 
 
 def test_token_dropout_leaves_out_inner_tokens_only(trained_run) -> None:

@@ -225,6 +225,7 @@ def build_classification(
             train.label_names,
             pooling=config.model.get("pooling", "mean"),
             dropout=config.model.get("dropout"),
+            attention_dropout=config.model.get("attention_dropout"),
             label_smoothing=config.model.get("label_smoothing"),
         )
         model_config, initial_state = model.config, model.state_dict()

@@ -215,11 +215,12 @@ def with_classifier_head(
     *,
     pooling: str = "mean",
     dropout: float | None = None,
+    attention_dropout: float | None = None,
     label_smoothing: float | None = None,
 ) -> nn.Module:
     """A classifier built on a pretrained encoder: the same weights plus a new, freshly
-    initialised head with one output per label (``encoder_head='classifier'``); ``dropout``
-    and ``label_smoothing``, when given, replace the encoder's."""
+    initialised head with one output per label (``encoder_head='classifier'``); ``dropout``,
+    ``attention_dropout`` and ``label_smoothing``, when given, replace the encoder's."""
     from attnlab.models import EncoderModel
 
     config = model.config
@@ -233,6 +234,8 @@ def with_classifier_head(
     }
     if dropout is not None:
         changes["dropout"] = dropout
+    if attention_dropout is not None:
+        changes["attention_dropout"] = attention_dropout
     if label_smoothing is not None:
         changes["label_smoothing"] = label_smoothing
     new = EncoderModel(dataclasses.replace(config, **changes))
