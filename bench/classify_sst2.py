@@ -25,9 +25,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _presets import train_preset  # noqa: E402
+from _presets import apply_overrides, train_preset  # noqa: E402
 
 SMOKE = ["model.d_model=64", "model.n_layers=1", "model.n_heads=2"]
+
+
+def _row(task, preset: str, final, best, results: list) -> dict:  # noqa: ANN001
+    """Dev scores of ``final`` (and ``best``, for reference) trained for ``results``."""
+    report = task.report(final)
+    return {
+        "preset": preset,
+        "accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "confusion_matrix": report["confusion_matrix"],
+        "accuracy_best_val_loss": task.report(best)["accuracy"],
+        "train_minutes": sum(r.train_time for r in results) / 60,
+        "steps": sum(r.step for r in results),
+        "params": final.num_parameters(),
+    }
 
 
 def main() -> None:
@@ -36,6 +51,12 @@ def main() -> None:
     parser.add_argument("--minutes-scratch", type=float, default=15.0)
     parser.add_argument("--minutes-minilm", type=float, default=20.0)
     parser.add_argument("--only", choices=["scratch", "minilm"], default=None)
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="from scratch: train this many seeds within the budget and score the ensemble",
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny scratch model (CPU check)")
     parser.add_argument("--set", nargs="*", default=[], help="overrides for both presets")
     parser.add_argument(
@@ -46,59 +67,72 @@ def main() -> None:
     import torch
 
     from attnlab.checkpoint import load_pretrained
+    from attnlab.presets import load_preset
+    from attnlab.tasks.classification import ClassifierEnsemble
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs = [
-        ("scratch", "sst2", args.minutes_scratch),
-        ("minilm", "sst2-minilm", args.minutes_minilm),
+        ("scratch", "sst2", args.minutes_scratch, args.members),
+        ("minilm", "sst2-minilm", args.minutes_minilm, 1),
     ]
     rows = {}
-    for label, preset, minutes in runs:
+    for label, preset, minutes, members in runs:
         if args.only not in (None, label):
             continue
-        out_dir = Path(f"runs/bench-{preset}-{stamp}")
         extra = SMOKE if (args.smoke and label == "scratch") else []
         if label == "minilm" and args.minilm_from:
             extra = [f"task_options.init_from={args.minilm_from}"]
-        trained = train_preset(preset, out_dir, minutes, args.device, [*extra, *args.set])
-        trainer, result = trained["trainer"], trained["result"]
+        overrides = [*extra, *args.set]
+        first_seed = int(apply_overrides(load_preset(preset), overrides).get("seed", 1337))
+        finals, bests, results = [], [], []
+        for i in range(members):
+            # each member has its share of the budget and its own seed (weights, dropout,
+            # batch order); one member is the preset as it is
+            seed = first_seed + i
+            out_dir = Path(f"runs/bench-{preset}-{stamp}" + (f"-seed{seed}" if members > 1 else ""))
+            seeded = [*overrides, f"seed={seed}"] if members > 1 else overrides
+            trained = train_preset(preset, out_dir, minutes / members, args.device, seeded)
+            trainer, result = trained["trainer"], trained["result"]
+            finals.append(trainer.eval_model.eval())
+            bests.append(load_pretrained(out_dir / "best").model.to(trainer.device).eval())
+            results.append(result)
+            if members > 1:
+                rows[f"{label}#{i + 1}"] = _row(
+                    trainer.task, preset, finals[-1], bests[-1], [result]
+                )
         # the headline: the weights at the end of the budget (their moving average when the
         # preset sets ema_decay), chosen without looking at the dev set; for reference, the
-        # best/ checkpoint, whose choice by dev loss uses the dev labels
-        final = trainer.eval_model.eval()
-        report = trainer.task.report(final)
-        best = load_pretrained(out_dir / "best").model.to(trainer.device)
-        best_report = trainer.task.report(best)
-        rows[label] = {
-            "preset": preset,
-            "accuracy": report["accuracy"],
-            "macro_f1": report["macro_f1"],
-            "confusion_matrix": report["confusion_matrix"],
-            "accuracy_best_val_loss": best_report["accuracy"],
-            "train_minutes": result.train_time / 60,
-            "steps": result.step,
-            "params": final.num_parameters(),
-            "stop": result.stop_reason,
-        }
+        # best/ checkpoints, whose choice by dev loss uses the dev labels. Several members
+        # vote by their mean class probabilities.
+        final = finals[0] if members == 1 else ClassifierEnsemble(finals)
+        best = bests[0] if members == 1 else ClassifierEnsemble(bests)
+        rows[label] = _row(trainer.task, preset, final, best, results)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
     print(
         f"device {device}; SST-2 dev (872 sentences); final weights (acc) and the "
         "best-dev-loss checkpoint (acc@best)"
     )
-    print(f"{'model':<8} {'preset':<12} {'params':>11} {'minutes':>7} {'steps':>6} "
+    print(f"{'model':<10} {'preset':<12} {'params':>11} {'minutes':>7} {'steps':>6} "
           f"{'acc':>6} {'macroF1':>7} {'acc@best':>8}  "
           "confusion (rows: true 0/1, columns: predicted)")  # fmt: skip
     for label, r in rows.items():
-        print(f"{label:<8} {r['preset']:<12} {r['params']:>11,} {r['train_minutes']:>7.2f} "
+        print(f"{label:<10} {r['preset']:<12} {r['params']:>11,} {r['train_minutes']:>7.2f} "
               f"{r['steps']:>6} {100 * r['accuracy']:>6.2f} {100 * r['macro_f1']:>7.2f} "
               f"{100 * r['accuracy_best_val_loss']:>8.2f}  "
               f"{r['confusion_matrix']}")  # fmt: skip
-    summary = {"device": device}
+    summary: dict[str, object] = {"device": device}
     for label, r in rows.items():
+        if "#" in label:  # an ensemble member: listed under its ensemble below
+            continue
         summary[f"accuracy_{label}"] = round(100 * r["accuracy"], 2)
         summary[f"macro_f1_{label}"] = round(100 * r["macro_f1"], 2)
         summary[f"accuracy_best_val_loss_{label}"] = round(100 * r["accuracy_best_val_loss"], 2)
         summary[f"train_minutes_{label}"] = round(r["train_minutes"], 2)
+        members = [
+            round(100 * m["accuracy"], 2) for k, m in rows.items() if k.startswith(f"{label}#")
+        ]
+        if members:
+            summary[f"accuracy_{label}_members"] = members
     print(json.dumps(summary))
 
 

@@ -185,3 +185,70 @@ def test_token_dropout_leaves_out_inner_tokens_only(trained_run) -> None:
     assert 0.3 < inner_kept / inner_full < 0.75
     with pytest.raises(ValueError, match="token_dropout"):
         dataclasses.replace(plain, token_dropout=1.0)
+
+
+def _tiny_classifier(seed: int, labels: list[str], max_seq_len: int = 16):  # noqa: ANN202
+    from attnlab import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        vocab_size=30,
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        max_seq_len=max_seq_len,
+        family="encoder",
+        encoder_head="classifier",
+        num_labels=len(labels),
+        label_names=labels,
+    )
+    return build_model(config).eval()
+
+
+def test_ensemble_averages_member_probabilities() -> None:
+    from attnlab.tasks.classification import ClassifierEnsemble, predict_logits
+
+    labels = ["a", "b", "c"]
+    members = [_tiny_classifier(s, labels, max_seq_len=16 + s) for s in range(3)]
+    ensemble = ClassifierEnsemble(members)
+    assert ensemble.config.max_seq_len == 16 and ensemble.config.label_names == labels
+    ids = [[1, 5, 7, 2], [1, 9, 2], [1, 3, 4, 8, 6, 2]]
+    probs = torch.stack([predict_logits(m, ids, 0).softmax(-1) for m in members])  # (3, N, C)
+    want = probs.mean(0)
+    got = predict_logits(ensemble, ids, 0).softmax(-1)
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(want, probs[0], atol=1e-3)  # the members really differ
+    single = predict_logits(ClassifierEnsemble(members[:1]), ids, 0).softmax(-1)
+    torch.testing.assert_close(single, probs[0])
+    batch = {"input_ids": torch.tensor([ids[0]]), "labels": torch.tensor([2])}
+    loss = ensemble(**batch).loss
+    torch.testing.assert_close(loss, -want[0, 2].log())
+    assert ensemble.num_parameters() == sum(m.num_parameters() for m in members)
+
+
+def test_ensemble_refuses_members_that_do_not_fit() -> None:
+    from attnlab.tasks.classification import ClassifierEnsemble
+
+    with pytest.raises(ValueError, match="at least one"):
+        ClassifierEnsemble([])
+    with pytest.raises(ValueError, match=r"member 1 has labels \['x', 'y'\]"):
+        ClassifierEnsemble([_tiny_classifier(0, ["a", "b"]), _tiny_classifier(1, ["x", "y"])])
+
+
+def test_cli_classify_with_an_ensemble(trained_run, capsys) -> None:
+    from attnlab.checkpoint import load_pretrained
+    from attnlab.cli import main
+
+    trainer, _ = trained_run
+    run_dir, best_dir = trainer.out_dir, trainer.out_dir / "best"
+    text = "the movie was quite dull"
+    scores = []
+    for folder in (run_dir, best_dir):
+        loaded = load_pretrained(folder)
+        scores.append(classify(loaded.model, loaded.tokenizer, [text])[0]["scores"]["neg"])
+    assert main(["classify", str(run_dir), text, "--json", "--ensemble", str(best_dir)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["label"] == "neg"
+    assert result["scores"]["neg"] == pytest.approx(sum(scores) / 2, abs=1e-6)
+    assert main(["classify", str(run_dir), text, "--ensemble", str(run_dir / "missing")]) != 0
+    assert f"no such run folder: {run_dir / 'missing'}" in capsys.readouterr().err

@@ -15,20 +15,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--best", action="store_true", help="use RUN_DIR/best (lowest val loss)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="more classifier runs over the same tokenizer: the mean of all their class "
+        "probabilities labels each text (e.g. the same preset trained with other seeds)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab.tasks.classification import classify
+    from attnlab.tasks.classification import ClassifierEnsemble, classify
 
     texts = read_inputs(args.text, args.file)
-    loaded = load_run(args.run_dir, best=args.best, device=args.device)
-    config = loaded.model.config
-    if config.family != "encoder" or config.encoder_head != "classifier":
-        raise ValueError(
-            f"{args.run_dir} holds no classifier (family={config.family!r}, "
-            f"encoder_head={config.encoder_head!r})"
-        )
-    for text, result in zip(texts, classify(loaded.model, loaded.tokenizer, texts), strict=True):
+    run_dirs = [args.run_dir, *args.ensemble]
+    members, tokenizer = [], None
+    for run_dir in run_dirs:
+        loaded = load_run(run_dir, best=args.best, device=args.device)
+        config = loaded.model.config
+        if config.family != "encoder" or config.encoder_head != "classifier":
+            raise ValueError(
+                f"{run_dir} holds no classifier (family={config.family!r}, "
+                f"encoder_head={config.encoder_head!r})"
+            )
+        if tokenizer is not None and loaded.tokenizer.fingerprint() != tokenizer.fingerprint():
+            raise ValueError(f"{run_dir} has another tokenizer than {args.run_dir}")
+        tokenizer = tokenizer or loaded.tokenizer
+        members.append(loaded.model)
+    model = members[0] if len(members) == 1 else ClassifierEnsemble(members)
+    for text, result in zip(texts, classify(model, tokenizer, texts), strict=True):
         if args.json:
             print(json.dumps({"text": text, **result}))
         else:

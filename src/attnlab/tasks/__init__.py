@@ -3,6 +3,7 @@
 
 from attnlab.tasks.classification import (
     ClassificationTask,
+    ClassifierEnsemble,
     classify,
     predict_logits,
     with_classifier_head,
@@ -16,6 +17,7 @@ from attnlab.tasks.translation import (
 
 __all__ = [
     "ClassificationTask",
+    "ClassifierEnsemble",
     "TranslationTask",
     "classify",
     "predict_logits",

@@ -154,6 +154,75 @@ class ClassificationTask:
         }
 
 
+@dataclass
+class EnsembleOutput:
+    """A ``ClassifierEnsemble``'s output: ``logits`` (B, C) are the log of the members' mean
+    class probabilities; ``loss`` the cross-entropy against ``labels`` when given."""
+
+    logits: Tensor
+    loss: Tensor | None = None
+
+
+class ClassifierEnsemble(nn.Module):
+    """Several classifiers over one vocabulary read as one (a deep ensemble): the mean of
+    their class probabilities. Its ``logits`` are the log of that mean, so ``softmax``,
+    ``argmax`` and cross-entropy treat it like a single classifier (``predict_logits``,
+    ``classify`` and ``ClassificationTask.report`` take it as they are). ``config`` is the
+    first member's, with the shortest ``max_seq_len`` of all."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one classifier")
+        first = members[0].config
+        for i, member in enumerate(members):
+            c = member.config
+            if c.family != "encoder" or c.encoder_head != "classifier":
+                raise ValueError(
+                    f"ensemble member {i} is no classifier (family={c.family!r}, "
+                    f"encoder_head={c.encoder_head!r})"
+                )
+            if c.num_labels != first.num_labels or c.label_names != first.label_names:
+                raise ValueError(
+                    f"ensemble member {i} has labels {c.label_names or c.num_labels}, "
+                    f"member 0 has {first.label_names or first.num_labels}"
+                )
+            if c.vocab_size != first.vocab_size:
+                raise ValueError(
+                    f"ensemble member {i} has vocab_size {c.vocab_size}, member 0 has "
+                    f"{first.vocab_size}: members must share one tokenizer"
+                )
+        self.members = nn.ModuleList(members)
+        shortest = min(m.config.max_seq_len for m in members)
+        self.config = dataclasses.replace(first, max_seq_len=shortest)
+
+    def num_parameters(self) -> int:
+        return sum(m.num_parameters() for m in self.members)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        **kwargs: object,
+    ) -> EnsembleOutput:
+        """input_ids (B, T), attention_mask (B, T) as for one ``EncoderModel``."""
+        probs = torch.stack(
+            [
+                m(input_ids, attention_mask=attention_mask, **kwargs).logits.float().softmax(-1)
+                for m in self.members
+            ]
+        ).mean(0)  # (members, B, C) -> (B, C)
+        logits = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()  # (B, C)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(
+                logits, labels, label_smoothing=self.config.label_smoothing
+            )
+        return EnsembleOutput(logits=logits, loss=loss)
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
