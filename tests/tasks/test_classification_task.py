@@ -252,3 +252,18 @@ def test_cli_classify_with_an_ensemble(trained_run, capsys) -> None:
     assert result["scores"]["neg"] == pytest.approx(sum(scores) / 2, abs=1e-6)
     assert main(["classify", str(run_dir), text, "--ensemble", str(run_dir / "missing")]) != 0
     assert f"no such run folder: {run_dir / 'missing'}" in capsys.readouterr().err
+
+
+def test_cli_ensemble_refuses_another_tokenizer(trained_run, tmp_path, capsys) -> None:
+    import shutil
+
+    from attnlab.cli import main
+
+    trainer, _ = trained_run
+    other = tmp_path / "other"
+    shutil.copytree(trainer.out_dir, other, ignore=shutil.ignore_patterns("best", "state.pt"))
+    tokenizer = json.loads((other / "tokenizer.json").read_text())
+    tokenizer["normalizer"] = {"type": "Lowercase"}  # same vocabulary, another pipeline
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    assert main(["classify", str(trainer.out_dir), "a dull film", "--ensemble", str(other)]) != 0
+    assert f"{other} has another tokenizer than {trainer.out_dir}" in capsys.readouterr().err

@@ -39,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{run_dir} holds no classifier (family={config.family!r}, "
                 f"encoder_head={config.encoder_head!r})"
             )
-        if tokenizer is not None and loaded.tokenizer.fingerprint() != tokenizer.fingerprint():
+        if tokenizer is None:
+            tokenizer = loaded.tokenizer
+        elif loaded.tokenizer.fingerprint() != tokenizer.fingerprint():
             raise ValueError(f"{run_dir} has another tokenizer than {args.run_dir}")
-        tokenizer = tokenizer or loaded.tokenizer
         members.append(loaded.model)
     model = members[0] if len(members) == 1 else ClassifierEnsemble(members)
     for text, result in zip(texts, classify(model, tokenizer, texts), strict=True):
