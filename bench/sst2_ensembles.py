@@ -41,6 +41,7 @@ def main() -> None:
     import torch
 
     from attnlab import from_pretrained
+    from attnlab.evaluation.metrics import accuracy as fraction_right
     from attnlab.tasks.builders import load_classification_data
     from attnlab.tasks.classification import encode_texts, predict_logits
 
@@ -49,17 +50,17 @@ def main() -> None:
         if item.tokenizer.fingerprint() != loaded[0].tokenizer.fingerprint():
             raise SystemExit(f"{run} has another tokenizer than {runs[0]}")
     _, val = load_classification_data("sst2", "label", "text")
-    labels = torch.as_tensor(val.labels)
     tokenizer = loaded[0].tokenizer
     ids, _ = encode_texts(tokenizer, val.texts, min(i.model.config.max_seq_len for i in loaded))
     probs = [predict_logits(item.model, ids, tokenizer.pad_id).softmax(-1) for item in loaded]
 
-    def accuracy(p: torch.Tensor) -> float:
-        return 100 * (p.argmax(-1) == labels).double().mean().item()
+    def accuracy(p: torch.Tensor) -> float:  # p: (N, C) class probabilities
+        return 100 * fraction_right(p.argmax(-1).tolist(), val.labels)
 
+    singles = [accuracy(p) for p in probs]
     print("run accuracy (SST-2 dev, 872 sentences)")
-    for run, p in zip(runs, probs, strict=True):
-        print(f"{accuracy(p):6.2f}  {run}")
+    for run, score in zip(runs, singles, strict=True):
+        print(f"{score:6.2f}  {run}")
     # indices of each pool's runs in ``probs``, then every choice of K from every pool
     starts = [sum(len(pool) for _, pool in pools[:i]) for i in range(len(pools))]
     choices = [
@@ -79,7 +80,7 @@ def main() -> None:
         "median": round(scores[len(scores) // 2], 2),
         "max": round(scores[-1], 2),
         "share_at_least_83": round(sum(s >= 83 for s in scores) / len(scores), 2),
-        "single_mean": round(sum(map(accuracy, probs)) / len(probs), 2),
+        "single_mean": round(sum(singles) / len(singles), 2),
     }
     print(f"{'take':>8} {'ensembles':>9} {'mean':>6} {'min':>6} {'median':>6} {'max':>6} >=83")
     row = [summary[k] for k in ("mean", "min", "median", "max")]
