@@ -123,6 +123,9 @@ def test_file_with_fixed_padding_gives_unpadded_ids(tmp_path) -> None:
     hf.save(str(path))
     assert Tokenizer.from_file(path).encode("hi hi") == [2, 2]
     assert Tokenizer.from_str(path.read_text(encoding="utf-8")).encode("hi") == [2]
+    # wrapping the caller's own pipeline leaves its padding alone
+    assert Tokenizer(hf).encode("hi") == [2]
+    assert len(hf.encode("hi").ids) == 16
 
 
 def test_bad_files_and_ids(tmp_path, char_tok: Tokenizer) -> None:

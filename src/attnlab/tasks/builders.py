@@ -157,6 +157,22 @@ def load_classification_data(
     return train, val
 
 
+def _require_encoder_head(model_config: Any, task: str, head: str) -> None:
+    if model_config.family != "encoder" or model_config.encoder_head != head:
+        raise ValueError(
+            f"task {task} trains family=encoder with encoder_head={head}; got "
+            f"family={model_config.family!r}, encoder_head={model_config.encoder_head!r}"
+        )
+
+
+def _classification_splits(
+    config: Any, opts: dict[str, Any]
+) -> tuple[ClassificationDataset, ClassificationDataset]:
+    return load_classification_data(
+        config.data, opts.get("label_column", "label"), opts.get("text_column", "text")
+    )
+
+
 MASKED_LM_OPTIONS = ("max_tokens", "max_len", "label_column", "text_column", "mask_rate")
 
 
@@ -170,17 +186,11 @@ def build_masked_lm(
     from attnlab.training.task import TaskSetup
 
     opts = _options(config, MASKED_LM_OPTIONS, "masked_lm")
-    train, val = load_classification_data(
-        config.data, opts.get("label_column", "label"), opts.get("text_column", "text")
-    )
+    train, val = _classification_splits(config, opts)
     if tokenizer is None:
         tokenizer = tokenizer_from_spec(config.tokenizer, train.texts, config.bpe_vocab_size)
     model_config = config.model_config(tokenizer.vocab_size)
-    if model_config.family != "encoder" or model_config.encoder_head != "mlm":
-        raise ValueError(
-            "task masked_lm trains family=encoder with encoder_head=mlm; got "
-            f"family={model_config.family!r}, encoder_head={model_config.encoder_head!r}"
-        )
+    _require_encoder_head(model_config, "masked_lm", "mlm")
     task = MaskedLMTask(
         tokenizer,
         train.texts,
@@ -202,9 +212,7 @@ def build_classification(
     from attnlab.training.task import TaskSetup
 
     opts = _options(config, CLASSIFICATION_OPTIONS, "classification")
-    train, val = load_classification_data(
-        config.data, opts.get("label_column", "label"), opts.get("text_column", "text")
-    )
+    train, val = _classification_splits(config, opts)
     initial_state = None
     init_from = opts.get("init_from")
     if init_from:
@@ -237,11 +245,7 @@ def build_classification(
             num_labels=train.num_labels,
             label_names=train.label_names,
         )
-    if model_config.family != "encoder" or model_config.encoder_head != "classifier":
-        raise ValueError(
-            "task classification trains family=encoder with encoder_head=classifier; got "
-            f"family={model_config.family!r}, encoder_head={model_config.encoder_head!r}"
-        )
+    _require_encoder_head(model_config, "classification", "classifier")
     task = ClassificationTask(
         tokenizer,
         train,

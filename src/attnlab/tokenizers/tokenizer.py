@@ -51,8 +51,11 @@ class Tokenizer:
         unk_token: str | None = _AUTO,
     ) -> None:
         # ids come back unpadded: batches are padded by the collators (a pretrained file
-        # such as MiniLM's would otherwise pad every text to a fixed 128 ids)
-        hf_tokenizer.no_padding()
+        # such as MiniLM's would otherwise pad every text to a fixed 128 ids). A padded
+        # pipeline is copied first, so the caller's own tokenizer keeps its padding.
+        if hf_tokenizer.padding is not None:
+            hf_tokenizer = HFTokenizer.from_str(hf_tokenizer.to_str())
+            hf_tokenizer.no_padding()
         self.hf = hf_tokenizer
         given = {"pad": pad_token, "bos": bos_token, "eos": eos_token, "unk": unk_token}
         self.special_tokens: dict[str, str | None] = {}
