@@ -99,3 +99,26 @@ def test_masked_lm_needs_the_mlm_head(tmp_path) -> None:
     model = dict(family="encoder", encoder_head="classifier", d_model=32, n_heads=2)
     with pytest.raises(ValueError, match="encoder_head=mlm"):
         new_run(_config(data, tmp_path / "x", task="masked_lm", model=model))
+
+
+@pytest.mark.parametrize("task_name", ["masked_lm", "classification"])
+def test_texts_cut_to_max_len_are_counted_in_the_log(task_name, caplog) -> None:
+    from attnlab.data.classification import ClassificationDataset
+    from attnlab.tasks.classification import ClassificationTask
+    from attnlab.tasks.masked_lm import MaskedLMTask
+    from attnlab.tokenizers import train_char_tokenizer
+
+    texts = ["a short one", "x" * 40, "y" * 50]
+    tok = train_char_tokenizer(" ".join(texts))
+    with caplog.at_level("WARNING", logger="attnlab.tasks.classification"):
+        if task_name == "masked_lm":
+            task = MaskedLMTask(tok, texts, texts[:1], max_len=16)
+        else:
+            data = ClassificationDataset(texts, [0, 1, 0], ["neg", "pos"], name="train.tsv")
+            val = ClassificationDataset(texts[:1], [0], ["neg", "pos"], name="dev.tsv")
+            task = ClassificationTask(tok, data, val, max_len=16)
+    where = "the training texts" if task_name == "masked_lm" else "train.tsv"
+    assert f"cut 2 of 3 texts of {where} to max_len=16 tokens" in caplog.text
+    assert "of the validation texts" not in caplog.text and "dev.tsv" not in caplog.text
+    assert max(len(ids) for ids in task._train_ids) == 16
+    assert len(task._val_ids[0]) == len("a short one") + 2  # with its two template tokens
