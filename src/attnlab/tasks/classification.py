@@ -45,23 +45,15 @@ def encode_texts(tokenizer, texts: Sequence[str], max_len: int) -> tuple[list[li
     return out, cut
 
 
-def encode_training_texts(
-    tokenizer,  # noqa: ANN001
-    texts: Sequence[str],
-    max_len: int,
-    name: str,
-    max_tokens: int,
-    max_batch_size: int | None,
-) -> tuple[list[list[int]], LengthBucketSampler]:
+def encode_split(tokenizer, texts: Sequence[str], max_len: int, name: str) -> list[list[int]]:  # noqa: ANN001
     """``encode_texts`` for a task's split, warning with the count of texts cut to
-    ``max_len`` (``name`` says which split), and a length-bucket sampler over the ids."""
+    ``max_len`` (``name`` says which split)."""
     ids, cut = encode_texts(tokenizer, texts, max_len)
     if cut:
         logger.warning(
             "cut %d of %d texts of %s to max_len=%d tokens", cut, len(texts), name, max_len
         )
-    sampler = LengthBucketSampler([len(x) for x in ids], max_tokens, max_batch_size=max_batch_size)
-    return ids, sampler
+    return ids
 
 
 def _drop_inner_tokens(ids: list[int], rate: float, generator: torch.Generator | None) -> list[int]:
@@ -104,8 +96,14 @@ class ClassificationTask:
         if not 0.0 <= self.token_dropout < 1.0:
             raise ValueError(f"token_dropout={self.token_dropout!r} must lie in [0, 1)")
         self.pad_id = self.tokenizer.pad_id
-        self._train_ids, self._sampler = self._encode(self.train)
-        self._val_ids, _ = self._encode(self.val)
+        self._train_ids = encode_split(
+            self.tokenizer, self.train.texts, self.max_len, self.train.name
+        )
+        self._val_ids = encode_split(self.tokenizer, self.val.texts, self.max_len, self.val.name)
+        lengths = [len(ids) for ids in self._train_ids]
+        self._sampler = LengthBucketSampler(
+            lengths, self.max_tokens, max_batch_size=self.max_batch_size
+        )
 
     @property
     def label_names(self) -> list[str]:
@@ -114,16 +112,6 @@ class ClassificationTask:
     @property
     def num_labels(self) -> int:
         return len(self.train.label_names)
-
-    def _encode(self, data: ClassificationDataset) -> tuple[list[list[int]], LengthBucketSampler]:
-        return encode_training_texts(
-            self.tokenizer,
-            data.texts,
-            self.max_len,
-            data.name,
-            self.max_tokens,
-            self.max_batch_size,
-        )
 
     # -- what the Trainer calls ----------------------------------------------------------
     def next_batch(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:

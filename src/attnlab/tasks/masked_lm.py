@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.bucketing import LengthBucketSampler, pad_sequences, token_batches
-from attnlab.tasks.classification import encode_training_texts
+from attnlab.tasks.classification import encode_split
 from attnlab.training.task import model_device
 
 __all__ = ["MaskedLMTask", "mask_tokens"]
@@ -90,14 +90,15 @@ class MaskedLMTask:
         # random replacements skip the low ids where our tokenizers keep their specials
         self.first_random_id = 1 + max([self.mask_id, *(i for i in specials if i is not None)])
         self.vocab_size = self.tokenizer.vocab_size
-        self._train_ids, self._sampler = self._encode(self.train_texts, "the training texts")
-        self._val_ids, _ = self._encode(self.val_texts, "the validation texts")
-
-    def _encode(
-        self, texts: Sequence[str], name: str
-    ) -> tuple[list[list[int]], LengthBucketSampler]:
-        return encode_training_texts(
-            self.tokenizer, texts, self.max_len, name, self.max_tokens, self.max_batch_size
+        self._train_ids = encode_split(
+            self.tokenizer, self.train_texts, self.max_len, "the training texts"
+        )
+        self._val_ids = encode_split(
+            self.tokenizer, self.val_texts, self.max_len, "the validation texts"
+        )
+        lengths = [len(ids) for ids in self._train_ids]
+        self._sampler = LengthBucketSampler(
+            lengths, self.max_tokens, max_batch_size=self.max_batch_size
         )
 
     def _masked(
