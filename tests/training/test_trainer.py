@@ -44,8 +44,9 @@ def _max_diff(a: dict, b: dict) -> float:
         {},
         {"optimizer": "muon", "muon_lr": 0.03, "lr_schedule": "wsd", "decay_fraction": 0.5},
         {"ema_decay": 0.9},
+        {"adversarial_eps": 0.1},
     ],
-    ids=["adamw-cosine", "muon-wsd", "ema"],
+    ids=["adamw-cosine", "muon-wsd", "ema", "adversarial"],
 )
 def test_resume_is_exact(make_config, options) -> None:
     """20 steps straight == 10 steps, stop, resume, 10 steps (dropout on, accumulation 2)."""

@@ -77,6 +77,9 @@ class TrainConfig(_JsonConfig):
     )
     layer_lr_decay: float = 1.0  # < 1: block i of L learns at lr * decay**(L - i) (fine-tuning)
     freeze: str = ""  # comma-separated globs of parameter names held fixed (not trained)
+    # > 0: adversarial training on the token embeddings, perturbed by this fraction of each
+    # example's embedding norm (attnlab.training.adversarial; two passes a step)
+    adversarial_eps: float = 0.0
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.99  # AdamW second-moment decay
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
@@ -149,6 +152,12 @@ class TrainConfig(_JsonConfig):
             raise ValueError(f"layer_lr_decay={self.layer_lr_decay!r} must lie in (0, 1]")
         if not isinstance(self.freeze, str):
             raise ValueError(f"freeze={self.freeze!r} must be a string of comma-separated globs")
+        if not 0.0 <= self.adversarial_eps <= 10.0:
+            raise ValueError(f"adversarial_eps={self.adversarial_eps!r} must lie in [0, 10]")
+        if self.adversarial_eps and self.compile:
+            raise ValueError(
+                "compile=true cannot be combined with adversarial_eps (its hooks run eagerly)"
+            )
         if not self.grad_clip >= 0:
             raise ValueError(f"grad_clip={self.grad_clip!r} must be >= 0 (0 disables clipping)")
 

@@ -34,6 +34,7 @@ from attnlab.checkpoint import (
 )
 from attnlab.models import TransformerModel
 from attnlab.tokenizers import Tokenizer
+from attnlab.training.adversarial import EmbeddingAdversary
 from attnlab.training.config import TrainConfig
 from attnlab.training.ema import WeightEMA
 from attnlab.training.optim import build_optimizer, freeze_parameters, lr_at
@@ -114,7 +115,8 @@ class Trainer:
         self.speed = resolve_speed_settings(
             SpeedSettings(
                 bf16=config.bf16,
-                compile=config.compile,
+                # adversarial training hooks the embeddings: eager only
+                compile=False if config.adversarial_eps else config.compile,
                 fused_adamw=config.fused_adamw,
                 fused_attention=config.fused_attention,
                 keep_host_memory=config.keep_host_memory,
@@ -138,6 +140,11 @@ class Trainer:
             muon_weight_decay=config.muon_weight_decay,
             muon_ns_steps=config.muon_ns_steps,
             layer_lr_decay=config.layer_lr_decay,
+        )
+        self.adversary = (
+            EmbeddingAdversary(self.model, config.adversarial_eps)
+            if config.adversarial_eps
+            else None
         )
         self.ema = WeightEMA(self.model, config.ema_decay) if config.ema_decay else None
         self.generator = torch.Generator().manual_seed(config.seed)  # data sampling only
@@ -409,9 +416,14 @@ class Trainer:
         for _ in range(c.grad_accum_steps):
             batch, tokens = self._next_batch()
             n_tokens += tokens
-            with self.autocast():
+            recording = self.adversary.record() if self.adversary else contextlib.nullcontext()
+            with self.autocast(), recording:
                 loss = forward(**batch).loss
             (loss / c.grad_accum_steps).backward()
+            if self.adversary is not None:  # a second pass on adversarial embeddings
+                with self.autocast(), self.adversary.perturb():
+                    adversarial_loss = forward(**batch).loss
+                (adversarial_loss / c.grad_accum_steps).backward()
             loss_sum = loss_sum + loss.detach()
         norm = None
         if c.grad_clip > 0:
