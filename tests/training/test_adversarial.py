@@ -91,9 +91,10 @@ def test_perturbation_raises_the_loss_more_than_random_ones() -> None:
     assert rise > max(random_rises)
 
 
-def _loss_with(model, batch, r: torch.Tensor) -> torch.Tensor:
+def _loss_with(model, batch, r: torch.Tensor, grad: bool = False) -> torch.Tensor:
+    """The loss with ``r`` added to the token embeddings by a hook of the test's own."""
     handle = model.stack.embeddings.tokens.register_forward_hook(lambda m, a, out: out + r)
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         loss = model(**batch).loss
     handle.remove()
     return loss
@@ -165,7 +166,7 @@ def test_trainer_step_descends_on_clean_plus_adversarial_loss() -> None:
     reference.zero_grad()
     clean = reference(**batch).loss
     params = [p for p in reference.parameters() if p.requires_grad]
-    total = clean + _loss_with_grad(reference, batch, r)
+    total = clean + _loss_with(reference, batch, r, grad=True)
     expected = torch.autograd.grad(total, params, retain_graph=True)
 
     model = _classifier()
@@ -191,13 +192,6 @@ def test_trainer_step_descends_on_clean_plus_adversarial_loss() -> None:
     # without the adversary the step's gradient is the clean loss's alone: not the same
     clean_grad = torch.autograd.grad(clean, params[0])[0]
     assert not torch.allclose(captured[names[0]], clean_grad)
-
-
-def _loss_with_grad(model, batch, r: torch.Tensor) -> torch.Tensor:
-    handle = model.stack.embeddings.tokens.register_forward_hook(lambda m, a, out: out + r)
-    loss = model(**batch).loss
-    handle.remove()
-    return loss
 
 
 def test_bad_settings_are_named() -> None:
