@@ -174,7 +174,8 @@ def test_trainer_step_descends_on_clean_plus_adversarial_loss() -> None:
         adversarial_eps=eps, warmup_steps=0, grad_clip=0.0, bf16=False, progress=False
     )
     trainer = Trainer(model, _FixedBatch(batch), config, "unused")
-    assert trainer.speed.compile is False  # the hooks run eagerly
+    assert trainer.speed.compile is False  # the hooks run eagerly, and the run log says so
+    assert "compile=off (adversarial training runs eagerly)" in trainer.speed.describe()
     captured = {}
     step = trainer.optimizer.step
 

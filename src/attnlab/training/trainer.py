@@ -10,6 +10,7 @@ checkpoint on Ctrl-C/SIGTERM, and a stop without saving on a NaN/inf loss.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -123,6 +124,9 @@ class Trainer:
             ),
             self.device,
         )
+        if config.adversarial_eps:  # say why compile is off
+            reasons = {**dict(self.speed.reasons), "compile": "adversarial training runs eagerly"}
+            self.speed = dataclasses.replace(self.speed, reasons=tuple(reasons.items()))
 
         configure_model(self.model, self.speed)
         if config.freeze_patterns:
