@@ -7,10 +7,12 @@ sentences (accuracy, macro-F1, confusion matrix), and, for reference, the ``best
 checkpoint too (chosen by dev loss, so it has seen the dev labels). With ``--members-* N``
 the budget is shared by N runs of the preset with seeds seed, seed+1, ... (the first is the
 preset as it is), scored one by one and as an ensemble (``ClassifierEnsemble``: the mean of
-their class probabilities, what ``attnlab classify RUN --ensemble RUN2 ...`` does).
+their class probabilities, what ``attnlab classify RUN --ensemble RUN2 ...`` does);
+``--alternate KEY=VALUE ...`` trains every second member differently (``+alt`` in the table).
 
     python bench/classify_sst2.py                      # scratch: 6 seeds; MiniLM: one run
     python bench/classify_sst2.py --only scratch --members-scratch 1 --set seed=1
+    python bench/classify_sst2.py --only scratch --members-scratch 3 --alternate adversarial_eps=0.1
     python bench/classify_sst2.py --device cuda --minutes-scratch 3 --minutes-minilm 3
     python bench/classify_sst2.py --minutes-scratch 0.3 --minutes-minilm 0.3 --smoke
 
@@ -72,6 +74,13 @@ def main() -> None:
         default=1,
         help="train this many seeds of `sst2-minilm` within its budget and score their ensemble",
     )
+    parser.add_argument(
+        "--alternate",
+        nargs="*",
+        default=[],
+        help="overrides for every second member (the 2nd, 4th, ...), e.g. adversarial_eps=0.1: "
+        "members trained differently make different mistakes",
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny scratch model (CPU check)")
     parser.add_argument("--set", nargs="*", default=[], help="overrides for both presets")
     parser.add_argument(
@@ -101,20 +110,23 @@ def main() -> None:
         first_seed = int(apply_overrides(load_preset(preset), overrides).get("seed", 1337))
         finals, bests, results = [], [], []
         for i in range(members):
-            # each member has its share of the budget and its own seed (weights, dropout,
-            # batch order); one member is the preset as it is
+            # each member has its share of what is left of the budget (time a member ending
+            # by its step count leaves goes to the later ones) and its own seed (weights,
+            # dropout, batch order); one member is the preset as it is
             seed = first_seed + i
             out_dir = Path(f"runs/bench-{preset}-{stamp}" + (f"-seed{seed}" if members > 1 else ""))
             seeded = [*overrides, f"seed={seed}"] if members > 1 else overrides
-            trained = train_preset(preset, out_dir, minutes / members, args.device, seeded)
+            if i % 2 == 1:
+                seeded = [*seeded, *args.alternate]
+            share = max(minutes - sum(r.train_time for r in results) / 60, 0.1) / (members - i)
+            trained = train_preset(preset, out_dir, share, args.device, seeded)
             trainer, result = trained["trainer"], trained["result"]
             finals.append(trainer.eval_model.eval())
             bests.append(load_pretrained(out_dir / "best").model.to(trainer.device).eval())
             results.append(result)
             if members > 1:
-                rows[f"{label}#{i + 1}"] = _row(
-                    trainer.task, preset, finals[-1], bests[-1], [result]
-                )
+                name = f"{preset}+alt" if i % 2 == 1 and args.alternate else preset
+                rows[f"{label}#{i + 1}"] = _row(trainer.task, name, finals[-1], bests[-1], [result])
         # the headline: the weights at the end of the budget (their moving average when the
         # preset sets ema_decay), chosen without looking at the dev set; for reference, the
         # best/ checkpoints, whose choice by dev loss uses the dev labels. Several members
