@@ -9,7 +9,7 @@ embedding norm:
 
     r_b = eps * ||e_b|| * g_b / ||g_b||        (norms over the example's (T, D) entries)
 
-and its loss is backpropagated too, so the step descends on ``clean + weight * adversarial``.
+and its loss is backpropagated too, so the step descends on ``clean + adversarial`` loss.
 The radius is relative so that one ``eps`` means the same for a fresh model (embeddings of
 norm ~0.3 a token) and a pretrained one (norm ~1-2). Padding gets no gradient, so its
 perturbation is zero. The cost is a second forward and backward per step.
@@ -27,8 +27,8 @@ __all__ = ["EmbeddingAdversary", "token_embedding_tables"]
 
 
 def token_embedding_tables(model: nn.Module) -> list[nn.Embedding]:
-    """The token-embedding tables of an attnlab model (one a stack: source and target of an
-    encoder-decoder), found as the ``tokens`` table of each ``Embeddings`` module."""
+    """The token-embedding tables of an attnlab model (one per stack: an encoder-decoder has
+    a source and a target table), found as the ``tokens`` table of each ``Embeddings``."""
     from attnlab.nn.embedding import Embeddings
 
     return [m.tokens for m in model.modules() if isinstance(m, Embeddings)]
@@ -51,7 +51,6 @@ class EmbeddingAdversary:
             )
         self.eps = eps
         self._recorded: list[Tensor] = []
-        self._perturbations: list[Tensor] = []
 
     @contextlib.contextmanager
     def _hooked(self, hook) -> Iterator[None]:  # noqa: ANN001
