@@ -116,7 +116,8 @@ def main() -> None:
             seed = first_seed + i
             out_dir = Path(f"runs/bench-{preset}-{stamp}" + (f"-seed{seed}" if members > 1 else ""))
             seeded = [*overrides, f"seed={seed}"] if members > 1 else overrides
-            if i % 2 == 1:
+            alternate = i % 2 == 1 and bool(args.alternate)
+            if alternate:
                 seeded = [*seeded, *args.alternate]
             share = max(minutes - sum(r.train_time for r in results) / 60, 0.1) / (members - i)
             trained = train_preset(preset, out_dir, share, args.device, seeded)
@@ -125,7 +126,7 @@ def main() -> None:
             bests.append(load_pretrained(out_dir / "best").model.to(trainer.device).eval())
             results.append(result)
             if members > 1:
-                name = f"{preset}+alt" if i % 2 == 1 and args.alternate else preset
+                name = f"{preset}+alt" if alternate else preset
                 rows[f"{label}#{i + 1}"] = _row(trainer.task, name, finals[-1], bests[-1], [result])
         # the headline: the weights at the end of the budget (their moving average when the
         # preset sets ema_decay), chosen without looking at the dev set; for reference, the
