@@ -4,7 +4,7 @@ inputs and shifted targets.
 
 Teacher forcing: for a target sentence y, the decoder reads ``[BOS] + y`` and must predict
 ``y + [EOS]``, so ``targets[:, t]`` is the token that follows decoder position ``t`` (the
-convention of the models' losses); padded target positions are -100 (ignored by the loss).
+convention of the models' losses); padded target positions are IGNORE_INDEX (ignored by the loss).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from attnlab.nn.loss import IGNORE_INDEX
 
 
 def token_batches(
@@ -140,7 +140,7 @@ def collate_translation(
     """Forward keyword arguments of an encoder-decoder for teacher forcing.
 
     source_ids/source_mask (B, S): the source sentences (ending in EOS when the caller added
-    it); target_ids/target_mask (B, T): BOS + y; targets (B, T): y + EOS, -100 at padding.
+    it); target_ids/target_mask (B, T): BOS + y; targets (B, T): y + EOS, IGNORE_INDEX at padding.
     """
     if len(sources) != len(targets):
         raise ValueError(f"{len(sources)} sources but {len(targets)} targets")

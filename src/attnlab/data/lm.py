@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnlab.models import IGNORE_INDEX
+from attnlab.nn.loss import IGNORE_INDEX
 
 __all__ = ["TokenSplits", "random_windows", "split_tokens", "validation_windows"]
 

@@ -21,6 +21,7 @@ from attnlab.generation.session import DecoderSession, Seq2SeqSession, _Session,
 from attnlab.generation.traced import wanted
 from attnlab.models.decoder import DecoderLM
 from attnlab.models.encoder_decoder import EncoderDecoderModel
+from attnlab.nn.modes import eval_mode
 
 
 class Decoder(Protocol):
@@ -215,16 +216,12 @@ def generate(
         raise ValueError(f"generate needs a DecoderLM, got {type(model).__name__}")
     _check_ids(input_ids, model.config.vocab_size, "input_ids")
     prompt, mask = _prepare_prompt(input_ids, attention_mask, config, model.config.max_seq_len)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.inference_mode():
             session = DecoderSession(model, prompt, mask, config.max_new_tokens)
         if wanted(model, config):
             session.use_traced_step()
         new = _run(session, config, generator, tokenizer)
-    finally:
-        model.train(was_training)
     if input_ids.shape[1] == 0:  # started from BOS
         input_ids = prompt
     return torch.cat([input_ids, new.to(input_ids.dtype)], dim=1).clone()
@@ -259,13 +256,9 @@ def generate_seq2seq(
             f"source of {source_ids.shape[1]} tokens is longer than the model's context "
             f"max_seq_len={model.config.max_seq_len}"
         )
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.inference_mode():
             start = source_ids.new_full((source_ids.shape[0], 1), bos)
             session = Seq2SeqSession(model, source_ids, source_mask, start, config.max_new_tokens)
         new = _run(session, config, generator, tokenizer)
-    finally:
-        model.train(was_training)
     return torch.cat([start, new.to(start.dtype)], dim=1).clone()

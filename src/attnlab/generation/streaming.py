@@ -20,6 +20,7 @@ from attnlab.generation.decoding import Decoder, _check_ids, _prepare_prompt, de
 from attnlab.generation.session import DecoderSession, new_generator
 from attnlab.generation.traced import wanted
 from attnlab.models.decoder import DecoderLM
+from attnlab.nn.modes import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,7 @@ def stream(
     prompt, _ = _prepare_prompt(ids, None, config, model.config.max_seq_len)
     if generator is None:
         generator = new_generator(config.seed, device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.inference_mode():
             session = DecoderSession(model, prompt, None, config.max_new_tokens)
         if wanted(model, config):
@@ -97,5 +96,3 @@ def stream(
         tail = decoder.finish()
         if tail:
             yield tail
-    finally:
-        model.train(was_training)

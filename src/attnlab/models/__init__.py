@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from attnlab.config import ModelConfig
 from attnlab.models.base import TransformerModel
-from attnlab.models.decoder import IGNORE_INDEX, DecoderLM, lm_loss
+from attnlab.models.decoder import DecoderLM
 from attnlab.models.encoder import EncoderModel, MaskedLMHead, pool
 from attnlab.models.encoder_decoder import EncoderDecoderModel
 from attnlab.models.outputs import EncoderOutput, LMOutput, Seq2SeqOutput, StackOutput
 from attnlab.models.stack import TransformerStack, build_stack
+from attnlab.nn.loss import IGNORE_INDEX, lm_loss
 
 _FAMILIES: dict[str, type[TransformerModel]] = {
     "decoder": DecoderLM,

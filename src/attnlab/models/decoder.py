@@ -3,7 +3,6 @@ vocabulary."""
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.config import ModelConfig
@@ -12,24 +11,12 @@ from attnlab.models.init import init_weights
 from attnlab.models.outputs import LMOutput
 from attnlab.models.stack import build_stack
 from attnlab.nn.cache import KVCache
-
-IGNORE_INDEX = -100
-
-
-def lm_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Mean cross-entropy of (B, T, V) logits against (B, T) targets, skipping IGNORE_INDEX;
-    computed in float32 whatever the logits' dtype."""
-    return F.cross_entropy(
-        logits.float().flatten(0, -2),
-        targets.flatten(),
-        ignore_index=IGNORE_INDEX,
-        label_smoothing=label_smoothing,
-    )
+from attnlab.nn.loss import lm_loss
 
 
 class DecoderLM(TransformerModel):
     """Next-token language model. ``targets[b, t]`` is the token that should follow position
-    ``t`` (already shifted, as the LM data windows give it); -100 is ignored."""
+    ``t`` (already shifted, as the LM data windows give it); IGNORE_INDEX is ignored."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

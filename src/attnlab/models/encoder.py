@@ -9,11 +9,11 @@ from torch import Tensor, nn
 
 from attnlab.config import ModelConfig
 from attnlab.models.base import TransformerModel
-from attnlab.models.decoder import IGNORE_INDEX, lm_loss
 from attnlab.models.init import init_weights
 from attnlab.models.outputs import EncoderOutput
 from attnlab.models.stack import build_stack
 from attnlab.nn.feedforward import get_activation
+from attnlab.nn.loss import IGNORE_INDEX, lm_loss
 from attnlab.nn.norms import make_norm
 
 
@@ -52,7 +52,7 @@ class MaskedLMHead(nn.Module):
 class EncoderModel(TransformerModel):
     """Contextual hidden states; with ``encoder_head='classifier'`` also (B, num_labels)
     logits, with ``encoder_head='mlm'`` (B, T, V) logits. ``labels`` are (B,) class ids for
-    the classifier and (B, T) token ids (-100 = not masked) for the masked LM."""
+    the classifier and (B, T) token ids (IGNORE_INDEX = not masked) for the masked LM."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

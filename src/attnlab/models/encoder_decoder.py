@@ -7,11 +7,11 @@ from torch import Tensor, nn
 
 from attnlab.config import ModelConfig
 from attnlab.models.base import TransformerModel
-from attnlab.models.decoder import lm_loss
 from attnlab.models.init import init_weights
 from attnlab.models.outputs import Seq2SeqOutput, StackOutput
 from attnlab.models.stack import build_stack
 from attnlab.nn.cache import KVCache
+from attnlab.nn.loss import lm_loss
 
 
 class EncoderDecoderModel(TransformerModel):
@@ -19,7 +19,7 @@ class EncoderDecoderModel(TransformerModel):
     generating); ``forward`` does both for training with teacher forcing.
 
     Masks are (B, T) with 1 at real tokens and 0 at padding. ``targets[b, t]`` is the target
-    token that should follow decoder position ``t`` (-100 is ignored); the loss uses the
+    token that should follow decoder position ``t`` (IGNORE_INDEX is ignored); the loss uses the
     config's label smoothing.
     """
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from attnlab.data.bucketing import LengthBucketSampler, collate_classification, token_batches
 from attnlab.data.classification import ClassificationDataset
 from attnlab.evaluation.metrics import accuracy, confusion_matrix, macro_f1
+from attnlab.nn.modes import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -233,17 +234,15 @@ def predict_logits(
     device: torch.device | str | None = None,
 ) -> Tensor:
     """(N, C) float32 logits for token-id sequences, in their order (batched by length)."""
-    was_training = model.training
-    model.eval()
     device = device or next(model.parameters()).device
     out = torch.empty(len(sequences), model.config.num_labels)
     lengths = [len(s) for s in sequences]
-    for indices in token_batches(lengths, max_tokens, shuffle=False):
-        batch = collate_classification(
-            [sequences[i] for i in indices], None, pad_id=pad_id, device=device
-        )
-        out[indices] = model(**batch).logits.float().cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        for indices in token_batches(lengths, max_tokens, shuffle=False):
+            batch = collate_classification(
+                [sequences[i] for i in indices], None, pad_id=pad_id, device=device
+            )
+            out[indices] = model(**batch).logits.float().cpu()
     return out
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.bucketing import LengthBucketSampler, pad_sequences, token_batches
+from attnlab.nn.loss import IGNORE_INDEX
 from attnlab.tasks.classification import encode_split
 from attnlab.training.task import model_device
 
@@ -38,7 +39,7 @@ def mask_tokens(
     generator: torch.Generator | None,
     first_random_id: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """(B, T) ids and mask -> (masked ids, labels with -100 where nothing is predicted).
+    """(B, T) ids and mask -> (masked ids, labels IGNORE_INDEX where nothing is predicted).
     Inner real tokens are chosen with chance ``rate`` (at least one per text with an inner
     token); chosen ones become ``mask_id`` (80%), a random id in ``[first_random_id,
     vocab_size)`` (10%) or stay (10%). All draws come from ``generator``."""
@@ -52,7 +53,7 @@ def mask_tokens(
     best = draw.masked_fill(~inner, 2.0).argmin(1)  # (B,)
     none = ~chosen.any(1) & inner.any(1)
     chosen[none, best[none]] = True
-    labels = ids.masked_fill(~chosen, -100)
+    labels = ids.masked_fill(~chosen, IGNORE_INDEX)
     kind = torch.rand(ids.shape, generator=generator)
     random_ids = torch.randint(first_random_id, vocab_size, ids.shape, generator=generator)
     masked = torch.where(chosen & (kind < 0.8), torch.full_like(ids, mask_id), ids)
@@ -123,7 +124,7 @@ class MaskedLMTask:
         return self._masked([self._train_ids[i] for i in indices], generator)
 
     def count_tokens(self, batch: dict[str, Tensor]) -> int:
-        return int((batch["labels"] != -100).sum())
+        return int((batch["labels"] != IGNORE_INDEX).sum())
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -137,7 +138,7 @@ class MaskedLMTask:
             batch = self._masked([self._val_ids[i] for i in batch_indices], generator)
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model(batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            picked = batch["labels"] != -100
+            picked = batch["labels"] != IGNORE_INDEX
             targets = batch["labels"][picked]
             chosen_logits = logits[picked].float()
             total += float(nn.functional.cross_entropy(chosen_logits, targets, reduction="sum"))

@@ -26,6 +26,8 @@ from attnlab.data.bucketing import (
 )
 from attnlab.data.parallel import ParallelCorpus
 from attnlab.evaluation.metrics import bleu, chrf
+from attnlab.nn.loss import IGNORE_INDEX
+from attnlab.nn.modes import eval_mode
 from attnlab.tasks.classification import _encode_all
 
 logger = logging.getLogger(__name__)
@@ -134,40 +136,38 @@ class TranslationTask:
         model's label smoothing (comparable with the training loss; the trainer keeps
         ``best/`` by it), ``nll`` and ``nll_ppl`` without smoothing, and ``bleu``/``chrf`` of
         beam-search translations."""
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        smoothing = model.config.label_smoothing
-        total, nll, count = 0.0, 0.0, 0
-        lengths = [max(len(s), len(t) + 1) for s, t in self._val_ids]
-        for indices in token_batches(lengths, self.max_tokens, shuffle=False):
-            batch = self._collate(self._val_ids, indices, device)
-            out = model(**{k: v for k, v in batch.items() if k != "targets"})
-            logits = out.logits.float().flatten(0, 1)  # (B*T, V)
-            targets = batch["targets"].flatten()  # (B*T,)
-            ce = nn.functional.cross_entropy
-            total += float(ce(logits, targets, reduction="sum", label_smoothing=smoothing))
-            nll += float(ce(logits, targets, reduction="sum"))
-            count += int((targets != -100).sum())
-        metrics = {
-            "loss": total / count,
-            "nll": nll / count,
-            "nll_ppl": math.exp(min(nll / count, 50.0)),
-        }
-        if self.bleu_sentences != 0:
-            n = len(self.val) if self.bleu_sentences is None else self.bleu_sentences
-            scores = score_translations(
-                model,
-                self.tokenizer,
-                self.val.source[:n],
-                self.val.target[:n],
-                num_beams=self.num_beams,
-                length_penalty=self.length_penalty,
-                batch_size=self.decode_batch_size,
-                max_len=self.max_len,
-            )
-            metrics.update(bleu=scores["bleu"], chrf=scores["chrf"])
-        model.train(was_training)
+        with eval_mode(model):
+            device = next(model.parameters()).device
+            smoothing = model.config.label_smoothing
+            total, nll, count = 0.0, 0.0, 0
+            lengths = [max(len(s), len(t) + 1) for s, t in self._val_ids]
+            for indices in token_batches(lengths, self.max_tokens, shuffle=False):
+                batch = self._collate(self._val_ids, indices, device)
+                out = model(**{k: v for k, v in batch.items() if k != "targets"})
+                logits = out.logits.float().flatten(0, 1)  # (B*T, V)
+                targets = batch["targets"].flatten()  # (B*T,)
+                ce = nn.functional.cross_entropy
+                total += float(ce(logits, targets, reduction="sum", label_smoothing=smoothing))
+                nll += float(ce(logits, targets, reduction="sum"))
+                count += int((targets != IGNORE_INDEX).sum())
+            metrics = {
+                "loss": total / count,
+                "nll": nll / count,
+                "nll_ppl": math.exp(min(nll / count, 50.0)),
+            }
+            if self.bleu_sentences != 0:
+                n = len(self.val) if self.bleu_sentences is None else self.bleu_sentences
+                scores = score_translations(
+                    model,
+                    self.tokenizer,
+                    self.val.source[:n],
+                    self.val.target[:n],
+                    num_beams=self.num_beams,
+                    length_penalty=self.length_penalty,
+                    batch_size=self.decode_batch_size,
+                    max_len=self.max_len,
+                )
+                metrics.update(bleu=scores["bleu"], chrf=scores["chrf"])
         return metrics
 
 
@@ -197,26 +197,26 @@ def translate(
     sources = encode_source(tokenizer, sentences, min(max_len, limit))
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     results: list[str] = [""] * len(sources)
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        source_ids, source_mask = pad_sequences([sources[i] for i in chunk], pad_id, device=device)
-        new = max_new_tokens or min(limit - 1, int(1.5 * source_ids.shape[1]) + 10)
-        config = GenerationConfig(
-            max_new_tokens=new,
-            num_beams=num_beams,
-            length_penalty=length_penalty,
-            eos_token_ids=[eos_id],
-            bos_token_id=bos_id,
-            pad_token_id=pad_id,
-        )
-        output = generate_seq2seq(
-            model, source_ids, config, source_mask=source_mask, bos_token_id=bos_id
-        )
-        for row, i in enumerate(chunk):
-            results[i] = tokenizer.decode(_strip(output[row].tolist(), bos_id, eos_id)).strip()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            source_ids, source_mask = pad_sequences(
+                [sources[i] for i in chunk], pad_id, device=device
+            )
+            new = max_new_tokens or min(limit - 1, int(1.5 * source_ids.shape[1]) + 10)
+            config = GenerationConfig(
+                max_new_tokens=new,
+                num_beams=num_beams,
+                length_penalty=length_penalty,
+                eos_token_ids=[eos_id],
+                bos_token_id=bos_id,
+                pad_token_id=pad_id,
+            )
+            output = generate_seq2seq(
+                model, source_ids, config, source_mask=source_mask, bos_token_id=bos_id
+            )
+            for row, i in enumerate(chunk):
+                results[i] = tokenizer.decode(_strip(output[row].tolist(), bos_id, eos_id)).strip()
     return results
 
 

@@ -18,7 +18,7 @@ from attnlab.data import (
     tokenize_cached,
     validation_windows,
 )
-from attnlab.models import IGNORE_INDEX
+from attnlab.nn.loss import IGNORE_INDEX
 from attnlab.tokenizers import Tokenizer, tokenizer_from_spec
 from attnlab.training.config import TrainConfig
 from attnlab.training.task import TaskSetup, model_device
