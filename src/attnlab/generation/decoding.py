@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from attnlab.data.bucketing import pad_sequences
 from attnlab.generation.config import GenerationConfig
 from attnlab.generation.processors import apply_processors, build_processors
 from attnlab.generation.session import DecoderSession, Seq2SeqSession, _Session, new_generator
@@ -158,14 +159,6 @@ def decode_tokens(
             return
 
 
-def _pad_rows(rows: list[list[int]], pad: int, like: Tensor) -> Tensor:
-    width = max((len(r) for r in rows), default=0)
-    out = like.new_full((len(rows), width), pad)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=out.dtype)
-    return out
-
-
 def _run(
     session: _Session,
     config: GenerationConfig,
@@ -183,7 +176,8 @@ def _run(
                 mask = None if session.mask is None else session.mask[:, :n]
                 seen = _initial_seen(session.tokens[:, :n], mask, _vocab_size(session))
         best = beam_search(session, config, seen)
-        return _pad_rows(best, config.pad_id, session.tokens)
+        tokens = session.tokens
+        return pad_sequences(best, config.pad_id, device=tokens.device)[0].to(tokens.dtype)
     if generator is None:
         generator = new_generator(config.seed, session.tokens.device)
     for _ in decode_tokens(session, config, generator, tokenizer):

@@ -23,6 +23,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from attnlab.data.bucketing import pad_sequences
+
 logger = logging.getLogger(__name__)
 
 KIND_TITLES = {
@@ -205,18 +207,6 @@ def _encode(
     return batch
 
 
-def _pad(batch: list[list[int]], pad_id: int | None) -> tuple[Tensor, Tensor]:
-    """Right-pad to a (B, T) id tensor and its (B, T) 1/0 mask."""
-    width = max(len(ids) for ids in batch)
-    fill = 0 if pad_id is None else pad_id
-    ids = torch.full((len(batch), width), fill, dtype=torch.long)
-    mask = torch.zeros(len(batch), width, dtype=torch.long)
-    for b, row in enumerate(batch):
-        ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[b, : len(row)] = 1
-    return ids, mask
-
-
 def _model_limit(model: nn.Module, max_tokens: int | None) -> int:
     limit = int(getattr(getattr(model, "config", None), "max_seq_len", 0) or 0) or None
     if max_tokens is not None:
@@ -277,8 +267,8 @@ def attention_maps_batch(
             add_special_tokens=bool(add_special_tokens),
             prepend_bos=True,
         )
-        src, src_mask = _pad(src_ids, tokenizer.pad_id)
-        tgt, tgt_mask = _pad(tgt_ids, tgt_tok.pad_id)
+        src, src_mask = pad_sequences(src_ids, tokenizer.pad_id or 0)
+        tgt, tgt_mask = pad_sequences(tgt_ids, tgt_tok.pad_id or 0)
         weights = collect_attentions(model, src, src_mask, target_ids=tgt, target_mask=tgt_mask)
         results = []
         for b, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True)):
@@ -304,7 +294,7 @@ def attention_maps_batch(
         raise ValueError("give at least one text")
     special = add_special_tokens if explicit else family == "encoder"
     batch = _encode(tokenizer, texts, what="text", max_tokens=limit, add_special_tokens=special)
-    ids, mask = _pad(batch, tokenizer.pad_id)
+    ids, mask = pad_sequences(batch, tokenizer.pad_id or 0)
     weights = collect_attentions(model, ids, mask)["self"]  # (B, L, H, T, T)
     results = []
     for b, row in enumerate(batch):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnlab.data.bucketing import pad_sequences
 from attnlab.models import EncoderModel, pool
 from attnlab.tokenizers import Tokenizer
 
@@ -18,14 +19,7 @@ def batch_encode(
 ) -> tuple[Tensor, Tensor]:
     """Right-padded (B, T) ids and 1/0 attention mask, with the tokenizer's special tokens."""
     encoded = [tokenizer.encode(s, add_special_tokens=True)[:max_len] for s in sentences]
-    length = max(len(e) for e in encoded)
-    pad = tokenizer.pad_id or 0
-    ids = torch.full((len(encoded), length), pad, dtype=torch.long)
-    mask = torch.zeros((len(encoded), length), dtype=torch.long)
-    for row, tokens in enumerate(encoded):
-        ids[row, : len(tokens)] = torch.tensor(tokens)
-        mask[row, : len(tokens)] = 1
-    return ids, mask
+    return pad_sequences(encoded, tokenizer.pad_id or 0)
 
 
 @torch.no_grad()
