@@ -194,6 +194,23 @@ def test_compile_failure_on_first_call_falls_back(monkeypatch, caplog) -> None:
     assert "simulated inductor failure" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("fused", "upcast", "backend"),
+    [
+        (True, False, "sdpa"),
+        (True, True, "sdpa_float32"),
+        (False, False, "explicit"),
+        (False, True, "explicit"),  # the float32 kernel only matters with the kernels
+    ],
+)
+def test_settings_name_the_attention_backend(fused: bool, upcast: bool, backend: str) -> None:
+    settings = SpeedSettings(fused_attention=fused, cpu_attention_float32=upcast)
+    assert settings.attention_backend == backend
+    model = configure_model(_model(), settings)
+    assert model.attention_backend == backend
+    assert {m.backend for m in model.modules() if hasattr(m, "backend")} == {backend}
+
+
 @pytest.mark.parametrize("has_bf16", [True, False])
 def test_cpu_defaults_follow_detected_bf16(monkeypatch, has_bf16: bool) -> None:
     reason = "cpu flags avx512_bf16" if has_bf16 else "no bf16 flag in /proc/cpuinfo"

@@ -13,10 +13,11 @@ S = slot + 1 positions filled so far, and with left padding the attention mask (
 The recorded ops take their sizes from these inputs, so one recording serves every S.
 
 Unless asked for explicitly, only models made of attnlab's and ``torch.nn``'s own modules
-are recorded (``known_modules``). Recordings are kept per model, batch size and autocast
-state (the casts autocast inserts are recorded too), and are made again when the model's
-modules or parameters were replaced since (e.g. by ``prepare_for_decoding``); parameters
-changed in place (an optimizer step) are read live.
+are recorded (``known_modules``). Recordings are kept per model, batch size, autocast state
+(the casts autocast inserts are recorded too) and attention backend
+(``TransformerModel.attention_backend``), and are made again when the model's modules or
+parameters were replaced since (e.g. by ``prepare_for_decoding``); parameters changed in
+place (an optimizer step) are read live.
 Models with ALiBi decode eagerly (their biases follow the cache length in Python); so does
 any model whose tracing fails, with the reason logged once.
 """
@@ -32,7 +33,6 @@ from torch import Tensor, nn
 
 from attnlab.generation.config import GenerationConfig
 from attnlab.models.decoder import DecoderLM
-from attnlab.nn.attention import MultiHeadAttention
 from attnlab.nn.cache import KVCache
 
 logger = logging.getLogger(__name__)
@@ -92,20 +92,17 @@ def wanted(model: nn.Module, config: GenerationConfig) -> bool:
     return config.use_traced_step and (config.traced_step is True or known_modules(model))
 
 
-# model -> {(batch size, dtypes, autocast, fingerprint): traced step, or None after a failure}
+# model -> {(batch size, dtypes, autocast, backend, fingerprint): traced step, or None after a
+# failure}
 _RECORDINGS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module | None]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def _fingerprint(model: nn.Module) -> tuple:
-    """Changes when a module, parameter or buffer of ``model`` is replaced, or when the
-    attention layers' speed switches (``configure_model``) pick another path."""
+    """Changes when a module, parameter or buffer of ``model`` is replaced."""
     tensors = [*model.parameters(), *model.buffers()]
-    switches = [
-        (m.fused, m.sdpa_float32) for m in model.modules() if isinstance(m, MultiHeadAttention)
-    ]
-    return (tuple(id(m) for m in model.modules()), tuple(id(t) for t in tensors), tuple(switches))
+    return (tuple(id(m) for m in model.modules()), tuple(id(t) for t in tensors))
 
 
 def traced_step(model: DecoderLM, inputs: tuple[Tensor, ...]) -> nn.Module | None:
@@ -118,7 +115,7 @@ def traced_step(model: DecoderLM, inputs: tuple[Tensor, ...]) -> nn.Module | Non
     kinds = tuple((t.dtype, t.device) for t in inputs)
     device = inputs[0].device.type
     autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
-    key = (inputs[0].shape[0], kinds, autocast, _fingerprint(model))
+    key = (inputs[0].shape[0], kinds, autocast, model.attention_backend, _fingerprint(model))
     recordings = _RECORDINGS.setdefault(model, {})
     if key in recordings:
         return recordings[key]

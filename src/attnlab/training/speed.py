@@ -5,7 +5,7 @@ it, ``False`` turns it off) and resolves it against its device once::
 
     settings = resolve_speed_settings(SpeedSettings(bf16=args.bf16), device)
     log.info(settings.describe())          # one line: which settings are on, and why
-    configure_model(model, settings)       # attention kernels; malloc keeps freed memory
+    configure_model(model, settings)       # the attention backend; malloc keeps freed memory
     forward = maybe_compile(model, settings.compile, device)  # falls back to eager, logs why
     optimizer = make_adamw(param_groups, lr=..., fused=settings.fused_adamw)
     with autocast_context(device, settings.bf16):
@@ -29,6 +29,8 @@ The settings:
   inductor fuses (measured, see bench/RESULTS.md).
 - ``cpu_attention_float32``: when fused attention is used on a CPU under bf16, run the kernel
   in float32 (faster there than its bf16 version). Auto: on in exactly that case.
+  Together with ``fused_attention`` it names the model's attention backend
+  (``SpeedSettings.attention_backend``: "sdpa", "sdpa_float32" or "explicit").
 - ``keep_host_memory``: tell glibc's malloc to keep freed memory for reuse (no ``mmap`` for
   large blocks, no trimming of the heap). PyTorch's CPU allocator has no cache: every step's
   activations and gradients are fresh allocations, and glibc returns large ones to the
@@ -56,7 +58,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.nn.attention import MultiHeadAttention
+from attnlab.models.base import TransformerModel
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +266,14 @@ class SpeedSettings:
         """The float32 eager reference: every fast setting off."""
         return cls(False, False, False, False, False, False)
 
+    @property
+    def attention_backend(self) -> str:
+        """The attention backend these settings choose for the model: "explicit" without
+        fused attention, else "sdpa_float32" with ``cpu_attention_float32``, else "sdpa"."""
+        if not self.fused_attention:
+            return "explicit"
+        return "sdpa_float32" if self.cpu_attention_float32 else "sdpa"
+
     def is_resolved(self) -> bool:
         return None not in (
             self.bf16,
@@ -401,16 +411,13 @@ def autocast_context(
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def configure_model(model: nn.Module, settings: SpeedSettings) -> nn.Module:
-    """Apply the attention settings to every ``MultiHeadAttention`` in ``model`` (in place),
-    and ``keep_host_memory`` to the process."""
+def configure_model(model: TransformerModel, settings: SpeedSettings) -> TransformerModel:
+    """Apply ``settings`` to ``model`` and the process as the Trainer does: the model's
+    attention backend (``settings.attention_backend``, through
+    ``TransformerModel.set_attention_backend``) and ``keep_host_memory``."""
     if settings.keep_host_memory:
         keep_freed_memory()
-    for module in model.modules():
-        if isinstance(module, MultiHeadAttention):
-            module.fused = bool(settings.fused_attention)
-            module.sdpa_float32 = bool(settings.cpu_attention_float32)
-    return model
+    return model.set_attention_backend(settings.attention_backend)
 
 
 class CompiledOrEager:

@@ -42,7 +42,7 @@ from attnlab.training.optim import build_optimizer, freeze_parameters, lr_at
 from attnlab.training.speed import (
     SpeedSettings,
     autocast_context,
-    configure_model,
+    keep_freed_memory,
     maybe_compile,
     prefetch,
     resolve_speed_settings,
@@ -128,7 +128,9 @@ class Trainer:
             reasons = {**dict(self.speed.reasons), "compile": "adversarial training runs eagerly"}
             self.speed = dataclasses.replace(self.speed, reasons=tuple(reasons.items()))
 
-        configure_model(self.model, self.speed)
+        if self.speed.keep_host_memory:
+            keep_freed_memory()
+        self.model.set_attention_backend(self.speed.attention_backend)
         if config.freeze_patterns:
             frozen = freeze_parameters(self.model, config.freeze_patterns)
             _log.info("freeze %s: %d parameters held fixed", config.freeze, frozen)
