@@ -37,12 +37,12 @@ import torch
 
 from attnlab.config import ModelConfig
 from attnlab.models.decoder import DecoderLM
+from attnlab.runtime.compile import maybe_compile
+from attnlab.training.optim import make_adamw
 from attnlab.training.speed import (
     SpeedSettings,
     autocast_context,
     configure_model,
-    make_adamw,
-    maybe_compile,
     resolve_speed_settings,
 )
 

@@ -47,9 +47,9 @@ def test_generate_traced_equals_eager_and_reuses_the_recording(tiny_decoder):
     prompt = torch.randint(0, 32, (2, 4), generator=torch.Generator().manual_seed(4))
     eager = generate(model, prompt, GenerationConfig(max_new_tokens=40, traced_step=False))
     first = generate(model, prompt, GenerationConfig(max_new_tokens=40, traced_step=True))
-    (recording,) = traced_module._RECORDINGS[model].values()  # noqa: SLF001
+    (recording,) = traced_module.RECORDINGS.of(model)
     again = generate(model, prompt, GenerationConfig(max_new_tokens=40, traced_step=True))
-    assert (recording,) == tuple(traced_module._RECORDINGS[model].values())  # noqa: SLF001
+    assert (recording,) == tuple(traced_module.RECORDINGS.of(model))
     assert torch.equal(first, eager) and torch.equal(again, eager)
     sampled = [
         generate(
@@ -69,12 +69,12 @@ def test_replaced_parameters_are_recorded_again(tiny_decoder):
     prompt = torch.randint(0, 32, (1, 5), generator=torch.Generator().manual_seed(6))
     config = GenerationConfig(max_new_tokens=12, traced_step=True)
     generate(model, prompt, config)
-    old = next(iter(traced_module._RECORDINGS[model].values()))  # noqa: SLF001
+    old = traced_module.RECORDINGS.of(model)[0]
     prepare_for_decoding(model)
     with torch.no_grad():
         model.lm_head.weight.mul_(-1.0)  # new values in the new tensors
     got = generate(model, prompt, config)
-    *_, newest = traced_module._RECORDINGS[model].values()  # noqa: SLF001
+    *_, newest = traced_module.RECORDINGS.of(model)
     assert newest is not old
     assert torch.equal(got, generate(model, prompt, GenerationConfig(12, traced_step=False)))
 
@@ -131,7 +131,7 @@ def test_weights_changed_in_place_are_seen(tiny_decoder):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
-    assert len(traced_module._RECORDINGS[model]) == 1  # noqa: SLF001 (the same recording)
+    assert len(traced_module.RECORDINGS.of(model)) == 1  # the same recording
     assert torch.equal(
         generate(model, prompt, config),
         generate(model, prompt, GenerationConfig(12, traced_step=False)),
@@ -166,7 +166,7 @@ def test_prompts_of_any_length_share_a_recording(tiny_decoder):
         prompt = torch.randint(0, 32, (1, length), generator=gen)
         got = generate(model, prompt, config)
         assert torch.equal(got, generate(model, prompt, GenerationConfig(40, traced_step=False)))
-    assert len(traced_module._RECORDINGS[model]) == 1  # noqa: SLF001
+    assert len(traced_module.RECORDINGS.of(model)) == 1
 
 
 def test_autocast_is_part_of_the_recording(tiny_decoder):
@@ -178,17 +178,16 @@ def test_autocast_is_part_of_the_recording(tiny_decoder):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         generate(model, prompt, config)
     got = generate(model, prompt, config)
-    assert len(traced_module._RECORDINGS[model]) == 2  # noqa: SLF001
+    assert len(traced_module.RECORDINGS.of(model)) == 2
     assert torch.equal(got, generate(model, prompt, GenerationConfig(12, traced_step=False)))
 
 
-def test_attention_switches_are_part_of_the_recording(tiny_decoder):
+def test_attention_backend_is_part_of_the_recording(tiny_decoder):
     model = tiny_decoder("learned", 4)
     prompt = torch.randint(0, 32, (1, 5), generator=torch.Generator().manual_seed(11))
     config = GenerationConfig(max_new_tokens=12, traced_step=True)
     generate(model, prompt, config)
-    for block in model.stack.blocks:
-        block.self_attn.fused = False  # the explicit path, as configure_model may choose
+    model.set_attention_backend("explicit")  # as the training speed settings may choose
     got = generate(model, prompt, config)
-    assert len(traced_module._RECORDINGS[model]) == 2  # noqa: SLF001
+    assert len(traced_module.RECORDINGS.of(model)) == 2
     assert torch.equal(got, generate(model, prompt, GenerationConfig(12, traced_step=False)))

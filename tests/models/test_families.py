@@ -5,6 +5,7 @@ import torch
 
 from attnlab import ModelConfig, build_model
 from attnlab.models import DecoderLM, EncoderDecoderModel, EncoderModel
+from attnlab.nn.attention import MultiHeadAttention
 
 POSITIONALS = ["sinusoidal", "learned", "rope", "alibi", "none"]
 V = 37
@@ -156,6 +157,23 @@ def test_build_model_gives_each_family_its_class_and_typed_output() -> None:
     assert out.logits.shape == (2, 5, V)
     assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 5, 5)
     assert len(out.hidden_states) == 3
+
+
+@pytest.mark.parametrize("family", ["decoder", "encoder", "encoder_decoder"])
+def test_attention_backend_is_chosen_at_build_time_and_later(family: str) -> None:
+    model = build_model(tiny(family))
+    assert model.attention_backend == "sdpa"
+    explicit = build_model(tiny(family), attention_backend="explicit")
+    assert explicit.attention_backend == "explicit"
+    attention = [m for m in explicit.modules() if isinstance(m, MultiHeadAttention)]
+    assert attention and all(m.backend == "explicit" for m in attention)
+    assert explicit.set_attention_backend("sdpa_float32") is explicit
+    assert {m.backend for m in attention} == {"sdpa_float32"}
+    with pytest.raises(ValueError, match="must be one of sdpa, sdpa_float32, explicit"):
+        model.set_attention_backend("fused")
+    with pytest.raises(ValueError, match="must be one of sdpa, sdpa_float32, explicit"):
+        build_model(tiny(family), attention_backend="fused")
+    assert model.attention_backend == "sdpa"
 
 
 def test_weight_tying_and_parameter_count() -> None:

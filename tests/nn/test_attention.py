@@ -133,3 +133,58 @@ def test_gqa_with_as_many_kv_heads_as_heads_is_plain_mha() -> None:
 def test_bad_head_counts_are_rejected() -> None:
     with pytest.raises(ValueError, match="n_kv_heads"):
         MultiHeadAttention(32, 4, 3)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_backend_names_the_kernels_and_weights_select_explicit(monkeypatch, causal) -> None:
+    """The backend alone decides the path: "explicit" never calls the fused kernels,
+    "sdpa" calls them in the inputs' dtype, "sdpa_float32" in float32; asking for the
+    weights takes the explicit path whatever the backend; all give the same output."""
+    calls: list[torch.dtype] = []
+    kernel = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(q.dtype)
+        return kernel(q, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    attn = MultiHeadAttention(D, H, 2, backend="explicit").eval()
+    assert attn.backend == "explicit"
+    x = torch.randn(2, 6, D)
+    attention_mask = torch.ones(2, 6, dtype=torch.long)
+    attention_mask[1, :2] = 0
+    kwargs = {"mask": padding_mask(attention_mask), "causal": causal}
+    want = attn(x, **kwargs).output
+    assert calls == []
+    for backend in ("sdpa", "sdpa_float32"):
+        attn.set_backend(backend)
+        torch.testing.assert_close(attn(x, **kwargs).output, want, atol=1e-5, rtol=0)
+        assert calls == [torch.float32]
+        calls.clear()
+        got = attn(x, need_weights=True, **kwargs)
+        assert calls == [] and got.weights is not None
+        torch.testing.assert_close(got.output, want, atol=1e-5, rtol=0)
+    attn.set_backend("sdpa")
+    bf16 = x.bfloat16()
+    attn.bfloat16()
+    attn(bf16, **kwargs)
+    attn(bf16, backend="sdpa_float32", **kwargs)  # this call only
+    attn(bf16, **kwargs)
+    assert calls == [torch.bfloat16, torch.float32, torch.bfloat16]
+    assert attn.backend == "sdpa"
+    calls.clear()
+    attn(bf16, backend="explicit", **kwargs)
+    assert calls == []
+
+
+def test_unknown_backend_is_a_one_line_error() -> None:
+    message = r"attention backend 'flash' must be one of sdpa, sdpa_float32, explicit"
+    with pytest.raises(ValueError, match=message):
+        MultiHeadAttention(D, H, backend="flash")
+    attn = MultiHeadAttention(D, H)
+    assert attn.backend == "sdpa"  # the default
+    with pytest.raises(ValueError, match=message):
+        attn.set_backend("flash")
+    with pytest.raises(ValueError, match=message):
+        attn(torch.randn(1, 3, D), backend="flash")
+    assert attn.backend == "sdpa"

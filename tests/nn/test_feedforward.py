@@ -10,7 +10,7 @@ from attnlab.nn.feedforward import get_activation
 
 def test_gelu_tanh_equals_torch_tanh_gelu() -> None:
     # (the compiled form, x * sigmoid(2u), is checked against eager in
-    # tests/training/test_speed.py::test_compile_on_off_same_logits_and_grads)
+    # tests/runtime/test_compile.py::test_compile_on_off_same_logits_and_grads)
     x = torch.cat([torch.linspace(-12, 12, 2001), torch.randn(4000) * 3]).requires_grad_()
     x_ref = x.detach().requires_grad_()
     ours, ref = get_activation("gelu_tanh")(x), F.gelu(x_ref, approximate="tanh")

@@ -1,6 +1,6 @@
 """Data: built-in corpora and user files, tokenized once and cached, split and windowed (LM
 text); parallel text and classification files with token-count batching (translation,
-classification)."""
+classification); batches prepared ahead in a background thread (``prefetch``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from attnlab.data.classification import (
 )
 from attnlab.data.lm import TokenSplits, random_windows, split_tokens, validation_windows
 from attnlab.data.parallel import ParallelCorpus, load_parallel, read_parallel_files
+from attnlab.data.prefetch import prefetch
 from attnlab.data.text import CORPORA, corpus_path, read_text
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "load_classification",
     "load_parallel",
     "pad_sequences",
+    "prefetch",
     "random_windows",
     "read_classification_file",
     "read_parallel_files",

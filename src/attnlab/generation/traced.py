@@ -13,10 +13,13 @@ S = slot + 1 positions filled so far, and with left padding the attention mask (
 The recorded ops take their sizes from these inputs, so one recording serves every S.
 
 Unless asked for explicitly, only models made of attnlab's and ``torch.nn``'s own modules
-are recorded (``known_modules``). Recordings are kept per model, batch size and autocast
-state (the casts autocast inserts are recorded too), and are made again when the model's
-modules or parameters were replaced since (e.g. by ``prepare_for_decoding``); parameters
-changed in place (an optimizer step) are read live.
+are recorded (``known_modules``). Recordings are kept per model, batch size, autocast state
+(the casts autocast inserts are recorded too) and attention backend
+(``TransformerModel.attention_backend``), and are made again when the model's modules or
+parameters were replaced since (e.g. by ``prepare_for_decoding``); parameters changed in
+place (an optimizer step) are read live. One ``Recordings`` object (``RECORDINGS``) holds
+them for every model, so that threads decoding with one model at once share them safely:
+a step is recorded once, by one thread, while the others that need it wait for it.
 Models with ALiBi decode eagerly (their biases follow the cache length in Python); so does
 any model whose tracing fails, with the reason logged once.
 """
@@ -24,15 +27,16 @@ any model whose tracing fails, with the reason logged once.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 import weakref
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from attnlab.generation.config import GenerationConfig
 from attnlab.models.decoder import DecoderLM
-from attnlab.nn.attention import MultiHeadAttention
 from attnlab.nn.cache import KVCache
 
 logger = logging.getLogger(__name__)
@@ -92,20 +96,58 @@ def wanted(model: nn.Module, config: GenerationConfig) -> bool:
     return config.use_traced_step and (config.traced_step is True or known_modules(model))
 
 
-# model -> {(batch size, dtypes, autocast, fingerprint): traced step, or None after a failure}
-_RECORDINGS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module | None]] = (
-    weakref.WeakKeyDictionary()
-)
+class Recordings:
+    """The recorded steps of every model: model -> {key: traced step, or None after a
+    failure}, at most ``per_model`` keys a model (the oldest go first).
+
+    Safe for threads that decode with the same models at once: ``lookup`` records a step
+    missing from the table under a lock (torch.jit.trace itself keeps global state while it
+    runs, so one trace at a time), and a thread that needs a step being recorded waits for
+    it instead of recording it again; the table is read and changed under a second lock,
+    so that a lookup of a step already recorded never waits for a trace."""
+
+    def __init__(self, per_model: int = MAX_RECORDINGS) -> None:
+        self.per_model = per_model
+        self._table_lock = threading.Lock()  # guards _by_model
+        self._trace_lock = threading.Lock()  # held while a step is being recorded
+        self._by_model: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module | None]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def of(self, model: nn.Module) -> list[nn.Module | None]:
+        """The recordings kept for ``model``, oldest first."""
+        with self._table_lock:
+            return list(self._by_model.get(model, {}).values())
+
+    def lookup(
+        self, model: nn.Module, key: tuple, record: Callable[[], nn.Module | None]
+    ) -> nn.Module | None:
+        """The recording of ``model`` under ``key``; made by ``record()`` when missing."""
+        with self._table_lock:
+            recordings = self._by_model.get(model)
+            if recordings is not None and key in recordings:
+                return recordings[key]
+        with self._trace_lock:
+            with self._table_lock:  # another thread may have recorded it while we waited
+                recordings = self._by_model.setdefault(model, {})
+                if key in recordings:
+                    return recordings[key]
+            step = record()
+            with self._table_lock:
+                recordings = self._by_model.setdefault(model, {})
+                while len(recordings) >= self.per_model:  # the oldest shapes go first
+                    del recordings[next(iter(recordings))]
+                recordings[key] = step
+            return step
+
+
+RECORDINGS = Recordings()  # every model's recorded steps
 
 
 def _fingerprint(model: nn.Module) -> tuple:
-    """Changes when a module, parameter or buffer of ``model`` is replaced, or when the
-    attention layers' speed switches (``configure_model``) pick another path."""
+    """Changes when a module, parameter or buffer of ``model`` is replaced."""
     tensors = [*model.parameters(), *model.buffers()]
-    switches = [
-        (m.fused, m.sdpa_float32) for m in model.modules() if isinstance(m, MultiHeadAttention)
-    ]
-    return (tuple(id(m) for m in model.modules()), tuple(id(t) for t in tensors), tuple(switches))
+    return (tuple(id(m) for m in model.modules()), tuple(id(t) for t in tensors))
 
 
 def traced_step(model: DecoderLM, inputs: tuple[Tensor, ...]) -> nn.Module | None:
@@ -118,14 +160,17 @@ def traced_step(model: DecoderLM, inputs: tuple[Tensor, ...]) -> nn.Module | Non
     kinds = tuple((t.dtype, t.device) for t in inputs)
     device = inputs[0].device.type
     autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
-    key = (inputs[0].shape[0], kinds, autocast, _fingerprint(model))
-    recordings = _RECORDINGS.setdefault(model, {})
-    if key in recordings:
-        return recordings[key]
+    key = (inputs[0].shape[0], kinds, autocast, model.attention_backend, _fingerprint(model))
+    return RECORDINGS.lookup(model, key, lambda: _record(model, inputs))
+
+
+def _record(model: DecoderLM, inputs: tuple[Tensor, ...]) -> nn.Module | None:
+    """Trace ``_Step(model)`` on ``inputs``; None (logged) when it cannot be recorded."""
     reason = traceable(model)
     step: nn.Module | None = None
     if reason is None:
         try:
+            # the process's warning filters change while tracing: one trace at a time
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer notes
                 step = torch.jit.trace(_Step(model), inputs, check_trace=False)
@@ -133,7 +178,4 @@ def traced_step(model: DecoderLM, inputs: tuple[Tensor, ...]) -> nn.Module | Non
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     if step is None:
         logger.info("one-token step not traced (%s); decoding eagerly", reason)
-    while len(recordings) >= MAX_RECORDINGS:  # the oldest shapes go first
-        del recordings[next(iter(recordings))]
-    recordings[key] = step
     return step

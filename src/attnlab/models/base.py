@@ -1,4 +1,5 @@
-"""What every family shares: its config, parameter count and FLOPs estimate."""
+"""What every family shares: its config, its attention backend, a KV cache of its shape,
+parameter count and FLOPs estimate."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 from torch import nn
 
 from attnlab.config import ModelConfig
-from attnlab.nn.attention import MultiHeadAttention
+from attnlab.nn.attention import MultiHeadAttention, check_backend
 from attnlab.nn.cache import KVCache
 
 
@@ -14,6 +15,25 @@ class TransformerModel(nn.Module):
     """Base class of the three families."""
 
     config: ModelConfig
+
+    @property
+    def attention_backend(self) -> str:
+        """The backend of every attention module (one of ``ATTENTION_BACKENDS``, see
+        ``attnlab.nn.attention``); ``"mixed"`` if modules built by hand disagree."""
+        names = {m.backend for m in self.modules() if isinstance(m, MultiHeadAttention)}
+        if len(names) > 1:
+            return "mixed"
+        return names.pop() if names else "sdpa"
+
+    def set_attention_backend(self, name: str) -> TransformerModel:
+        """Compute every attention module's attention with backend ``name`` ("sdpa",
+        "sdpa_float32" or "explicit"; asking for attention weights uses "explicit" all the
+        same); returns the model."""
+        check_backend(name)
+        for module in self.modules():
+            if isinstance(module, MultiHeadAttention):
+                module.set_backend(name)
+        return self
 
     def new_cache(
         self,

@@ -1,6 +1,6 @@
 """Building blocks that know nothing of model families; they take explicit arguments."""
 
-from attnlab.nn.attention import AttentionOutput, MultiHeadAttention
+from attnlab.nn.attention import ATTENTION_BACKENDS, AttentionOutput, MultiHeadAttention
 from attnlab.nn.blocks import BlockOutput, DecoderBlock, EncoderBlock
 from attnlab.nn.cache import KVCache, LayerKVCache
 from attnlab.nn.embedding import Embeddings
@@ -24,6 +24,7 @@ from attnlab.nn.positional import (
 )
 
 __all__ = [
+    "ATTENTION_BACKENDS",
     "ALiBi",
     "AttentionOutput",
     "BlockOutput",

@@ -9,10 +9,15 @@ Notation (shape comments):
     D   model width (d_model)
     H   query heads, Hkv key/value heads (H % Hkv == 0), Dh = D // H head width
 
-Two paths compute the same thing:
-- the fast path calls ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels);
-- the explicit path writes softmax(Q K^T / sqrt(Dh) + mask) V out and also returns the
-  attention weights (B, H, T, S), for inspection. ``need_weights=True`` selects it.
+Three backends compute the same thing, chosen by name (``ATTENTION_BACKENDS``) when the
+module is built (``backend=``), later by ``set_backend``, or for one call (``forward``'s
+``backend=``):
+- ``"sdpa"`` calls ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels) in
+  the inputs' dtype;
+- ``"sdpa_float32"`` calls the same kernels in float32 on bf16/fp16 inputs (faster on a CPU
+  under bf16 autocast than the kernels' bf16 versions);
+- ``"explicit"`` writes softmax(Q K^T / sqrt(Dh) + mask) V out and can also return the
+  attention weights (B, H, T, S), for inspection. ``need_weights=True`` always selects it.
 
 Masks follow ``attnlab.nn.masks``: bool, True means "may attend".
 """
@@ -32,6 +37,17 @@ from attnlab.nn.positional import apply_rotary
 
 _SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 
+ATTENTION_BACKENDS = ("sdpa", "sdpa_float32", "explicit")
+
+
+def check_backend(name: str) -> str:
+    """``name`` when it is one of ``ATTENTION_BACKENDS``, else a one-line ValueError."""
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(
+            f"attention backend {name!r} must be one of {', '.join(ATTENTION_BACKENDS)}"
+        )
+    return name
+
 
 @dataclass
 class AttentionOutput:
@@ -45,7 +61,8 @@ class MultiHeadAttention(nn.Module):
     Projections live in one matrix ``in_proj`` laid out as [Q; K; V] with ``H*Dh``,
     ``Hkv*Dh`` and ``Hkv*Dh`` rows (the layout of ``torch.nn.MultiheadAttention`` when
     Hkv == H). For cross-attention the Q rows are applied to the queries' input and the
-    K/V rows to the memory.
+    K/V rows to the memory. ``backend`` names the kernels that compute attention (see the
+    module docstring); set it with ``set_backend``.
     """
 
     def __init__(
@@ -56,6 +73,7 @@ class MultiHeadAttention(nn.Module):
         *,
         bias: bool = True,
         dropout: float = 0.0,
+        backend: str = "sdpa",
     ) -> None:
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
@@ -70,12 +88,13 @@ class MultiHeadAttention(nn.Module):
         self.q_dim = n_heads * self.head_dim
         self.kv_dim = n_kv_heads * self.head_dim
         self.dropout = dropout
-        # Speed switches (set by attnlab.training.speed.configure_model); the defaults are
-        # the fused kernels in the inputs' dtype.
-        self.fused = True  # False: always the explicit path (weights returned only if asked)
-        self.sdpa_float32 = False  # run the fused kernel in float32 on bf16/fp16 inputs
+        self.backend = check_backend(backend)  # one of ATTENTION_BACKENDS
         self.in_proj = nn.Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)
         self.out_proj = nn.Linear(self.q_dim, d_model, bias=bias)
+
+    def set_backend(self, name: str) -> None:
+        """Compute attention with backend ``name`` (one of ``ATTENTION_BACKENDS``) from now on."""
+        self.backend = check_backend(name)
 
     def _rows(self, start: int, end: int | None) -> tuple[Tensor, Tensor | None]:
         """A slice of the [Q; K; V] projection: its weight rows and bias entries."""
@@ -120,6 +139,7 @@ class MultiHeadAttention(nn.Module):
         bias: Tensor | None = None,
         cache: LayerKVCache | None = None,
         need_weights: bool = False,
+        backend: str | None = None,
     ) -> AttentionOutput:
         """Attend from ``x`` (B, T, D) to itself, or to ``memory`` (B, S, D) when given.
 
@@ -129,7 +149,15 @@ class MultiHeadAttention(nn.Module):
         bias: float (1|B, H, T, S) added to the scores (ALiBi).
         cache: this layer's KV cache. Self-attention appends the new keys/values; cross-
             attention computes them from ``memory`` once and reuses them afterwards.
+        need_weights: return the attention weights (B, H, T, S): the explicit backend.
+        backend: this call's backend instead of ``self.backend``.
         """
+        if need_weights:
+            backend = "explicit"  # the only backend that computes the weights
+        elif backend is None:
+            backend = self.backend
+        else:
+            check_backend(backend)
         q_len = x.shape[1]
         cross = memory is not None
         kv_cached = cross and cache is not None and cache.cross_kv is not None
@@ -146,19 +174,19 @@ class MultiHeadAttention(nn.Module):
         k_len = k.shape[2]
 
         if causal and q_len > 1:
-            fast = self.fused and not need_weights
-            if mask is None and bias is None and q_len == k_len and fast:
-                out = self._sdpa(q, k, v, None, is_causal=True)
+            if backend != "explicit" and mask is None and bias is None and q_len == k_len:
+                out = self._sdpa(q, k, v, None, True, backend)  # the kernel's own causal mask
                 return AttentionOutput(self._merge(out))
             mask = combine_masks(mask, causal_mask(q_len, k_len, device=q.device))
         attn_mask = None if mask is None else to_additive(mask, q.dtype)
         if bias is not None:
             attn_mask = bias.to(q.dtype) if attn_mask is None else attn_mask + bias.to(q.dtype)
 
-        if self.fused and not need_weights:
-            out = self._sdpa(q, k, v, attn_mask, is_causal=False)
+        if backend != "explicit":  # "sdpa" or "sdpa_float32"
+            out = self._sdpa(q, k, v, attn_mask, False, backend)
             return AttentionOutput(self._merge(out))
 
+        # backend == "explicit"
         groups = self.n_heads // self.n_kv_heads
         k = k.repeat_interleave(groups, dim=1)  # (B, H, S, Dh)
         v = v.repeat_interleave(groups, dim=1)  # (B, H, S, Dh)
@@ -170,8 +198,17 @@ class MultiHeadAttention(nn.Module):
         out = dropped @ v  # (B, H, T, Dh)
         return AttentionOutput(self._merge(out), weights if need_weights else None)
 
-    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, is_causal: bool):
-        if self.sdpa_float32 and q.dtype in (torch.bfloat16, torch.float16):
+    def _sdpa(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        attn_mask: Tensor | None,
+        is_causal: bool,
+        backend: str,
+    ) -> Tensor:
+        """The fused kernels: "sdpa" in the inputs' dtype, "sdpa_float32" in float32."""
+        if backend == "sdpa_float32" and q.dtype in (torch.bfloat16, torch.float16):
             # outside autocast, which would cast the float32 inputs back down
             with torch.autocast(q.device.type, enabled=False):
                 mask32 = None if attn_mask is None else attn_mask.float()

@@ -4,6 +4,7 @@ parameter groups, and the learning-rate schedule."""
 from __future__ import annotations
 
 import fnmatch
+import logging
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -12,7 +13,6 @@ import torch
 from torch import nn
 
 from attnlab.models.stack import TransformerStack
-from attnlab.training.speed import make_adamw
 
 __all__ = [
     "OPTIMIZERS",
@@ -21,9 +21,12 @@ __all__ = [
     "Muon",
     "build_optimizer",
     "lr_at",
+    "make_adamw",
     "muon_parameters",
     "parameter_groups",
 ]
+
+_log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
@@ -250,6 +253,27 @@ class CombinedOptimizer:
             )
         for opt, opt_state in zip(self.optimizers, state["states"], strict=True):
             opt.load_state_dict(opt_state)
+
+
+def make_adamw(
+    params: Iterable[Any],
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    fused: bool = True,
+) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` with the fused kernel when ``fused`` and accepted, else the
+    multi-tensor (foreach) implementation. ``params`` may be parameter groups."""
+    params = list(params)
+    kwargs: dict[str, Any] = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    if fused:
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            _log.warning("fused AdamW unavailable, using foreach: %s", exc)
+    return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 
 def build_optimizer(

@@ -33,20 +33,16 @@ from attnlab.checkpoint import (
     save_pretrained,
     save_state,
 )
+from attnlab.data.prefetch import prefetch
 from attnlab.models import TransformerModel
+from attnlab.runtime.compile import maybe_compile
+from attnlab.runtime.host_memory import keep_freed_memory
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.adversarial import EmbeddingAdversary
 from attnlab.training.config import TrainConfig
 from attnlab.training.ema import WeightEMA
 from attnlab.training.optim import build_optimizer, freeze_parameters, lr_at
-from attnlab.training.speed import (
-    SpeedSettings,
-    autocast_context,
-    configure_model,
-    maybe_compile,
-    prefetch,
-    resolve_speed_settings,
-)
+from attnlab.training.speed import SpeedSettings, autocast_context, resolve_speed_settings
 from attnlab.training.task import Task
 
 __all__ = ["METRICS_FILE", "TRAIN_CONFIG_FILE", "TrainResult", "Trainer", "TrainingDivergedError"]
@@ -128,7 +124,9 @@ class Trainer:
             reasons = {**dict(self.speed.reasons), "compile": "adversarial training runs eagerly"}
             self.speed = dataclasses.replace(self.speed, reasons=tuple(reasons.items()))
 
-        configure_model(self.model, self.speed)
+        if self.speed.keep_host_memory:
+            keep_freed_memory()
+        self.model.set_attention_backend(self.speed.attention_backend)
         if config.freeze_patterns:
             frozen = freeze_parameters(self.model, config.freeze_patterns)
             _log.info("freeze %s: %d parameters held fixed", config.freeze, frozen)
