@@ -119,8 +119,8 @@ def _model_help() -> dict[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from attnlab.config import ModelConfig
+    from attnlab.config.train import TrainConfig, model_keys, train_keys
     from attnlab.presets import DEFAULT_PRESET, preset_names
-    from attnlab.training.config import TrainConfig, model_keys, train_keys
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
@@ -163,9 +163,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the command line: preset or YAML file (or the resumed run's
     config), then the --key value overrides."""
+    from attnlab.config.train import model_keys
     from attnlab.presets import DEFAULT_PRESET, load_preset
     from attnlab.training import TrainConfig, load_run_config
-    from attnlab.training.config import model_keys
 
     if args.config is None and args.resume:
         values = load_run_config(args.resume).to_dict()

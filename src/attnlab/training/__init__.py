@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attnlab.training.config import RESUME_LOCKED_KEYS, TrainConfig
+from attnlab.config.train import RESUME_LOCKED_KEYS, TrainConfig
 from attnlab.training.lm import LMTask, build_lm_task
 from attnlab.training.optim import (
     CombinedOptimizer,

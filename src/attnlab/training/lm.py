@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attnlab.config.train import TrainConfig
 from attnlab.data import (
     TokenSplits,
     random_windows,
@@ -20,7 +21,6 @@ from attnlab.data import (
 )
 from attnlab.nn.loss import IGNORE_INDEX
 from attnlab.tokenizers import Tokenizer, tokenizer_from_spec
-from attnlab.training.config import TrainConfig
 from attnlab.training.task import TaskSetup, model_device
 
 __all__ = ["LMTask", "build_lm_task", "chars_per_token", "evaluate_lm"]

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnlab.config.train import OPTIMIZERS, SCHEDULES
 from attnlab.models.stack import TransformerStack
 from attnlab.training.speed import make_adamw
 
@@ -24,9 +25,6 @@ __all__ = [
     "muon_parameters",
     "parameter_groups",
 ]
-
-OPTIMIZERS = ("adamw", "muon")
-SCHEDULES = ("cosine", "wsd")
 
 
 def _embedding_weight_ids(model: nn.Module) -> set[int]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from attnlab.config.train import TrainConfig
 from attnlab.tasks.builders import build_classification, build_masked_lm, build_translation
 from attnlab.tokenizers import Tokenizer
-from attnlab.training.config import TrainConfig
 from attnlab.training.lm import build_lm_task
 from attnlab.training.task import TaskSetup
 

@@ -33,10 +33,10 @@ from attnlab.checkpoint import (
     save_pretrained,
     save_state,
 )
+from attnlab.config.train import TrainConfig
 from attnlab.models import TransformerModel
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.adversarial import EmbeddingAdversary
-from attnlab.training.config import TrainConfig
 from attnlab.training.ema import WeightEMA
 from attnlab.training.optim import build_optimizer, freeze_parameters, lr_at
 from attnlab.training.speed import (

@@ -8,12 +8,22 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from attnlab.config import ModelConfig, _check_choice, _check_positive, _check_range, _JsonConfig
-from attnlab.training.optim import OPTIMIZERS, SCHEDULES
+from attnlab.config.base import _check_choice, _check_positive, _check_range, _JsonConfig
+from attnlab.config.model import ModelConfig
 
-__all__ = ["RESUME_LOCKED_KEYS", "TrainConfig", "model_keys", "train_keys"]
+__all__ = [
+    "DEVICES",
+    "OPTIMIZERS",
+    "RESUME_LOCKED_KEYS",
+    "SCHEDULES",
+    "TrainConfig",
+    "model_keys",
+    "train_keys",
+]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+OPTIMIZERS = ("adamw", "muon")  # attnlab.training.optim builds each
+SCHEDULES = ("cosine", "wsd")  # learning-rate schedules of attnlab.training.optim.lr_at
 # keys that must not change when a run is resumed (they define the data, the model and the
 # shape of the saved optimizer state)
 RESUME_LOCKED_KEYS = (
