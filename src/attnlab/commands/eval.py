@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from attnlab import from_pretrained
     from attnlab.data import read_text, split_tokens, tokenize_cached
-    from attnlab.training.lm import chars_per_token, evaluate_lm
+    from attnlab.tasks.lm import chars_per_token, evaluate_lm
     from attnlab.training.speed import autocast_context
 
     folder = Path(args.model)

@@ -121,6 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from attnlab.config import ModelConfig
     from attnlab.config.train import TrainConfig, model_keys, train_keys
     from attnlab.presets import DEFAULT_PRESET, preset_names
+    from attnlab.tasks.registry import TASKS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
@@ -143,8 +144,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="after training a language model, print N sampled tokens (default 300; 0: none)",
     )
-    from attnlab.training.tasks import TASKS
-
     train_help = {
         **_field_comments(TrainConfig),
         "task": f"one of {', '.join(TASKS)}",

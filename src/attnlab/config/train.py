@@ -49,7 +49,7 @@ class TrainConfig(_JsonConfig):
     command line (``--d_model 128``)."""
 
     name: str = "run"  # names the default run folder runs/<name>
-    task: str = "lm"  # a name in attnlab.training.tasks.TASKS
+    task: str = "lm"  # a name in attnlab.tasks.TASKS
     # data and tokenizer
     data: str = "shakespeare"  # a built-in corpus name, a UTF-8 .txt file or a folder
     tokenizer: str = "char"  # char, bpe, a bundled model (minilm), or a tokenizer.json path

@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from attnlab.data.classification import ClassificationDataset, load_classification
 from attnlab.data.parallel import ParallelCorpus, load_parallel, read_parallel_files
 from attnlab.tasks.classification import ClassificationTask, with_classifier_head
+from attnlab.tasks.masked_lm import MaskedLMTask
+from attnlab.tasks.protocol import TaskSetup
 from attnlab.tasks.translation import TranslationTask
 from attnlab.tokenizers import Tokenizer, tokenizer_from_spec
-
-if TYPE_CHECKING:  # attnlab.training imports this module to register the tasks
-    from attnlab.training.task import TaskSetup
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +105,6 @@ def build_translation(
     """``task: translation``: one shared vocabulary over both languages (BPE trained on the
     training pairs unless a resumed run brings its tokenizer) and an encoder-decoder sized
     from ``config.model``."""
-    from attnlab.training.task import TaskSetup
-
     if target_tokenizer is not None:
         raise ValueError("task translation uses one shared tokenizer, not a target tokenizer")
     opts = _options(config, TRANSLATION_OPTIONS, "translation")
@@ -182,9 +179,6 @@ def build_masked_lm(
     """``task: masked_lm``: an encoder with the MLM head pretrained on the texts of a
     classification data set (its labels unused); the tokenizer is trained on the training
     texts unless given."""
-    from attnlab.tasks.masked_lm import MaskedLMTask
-    from attnlab.training.task import TaskSetup
-
     opts = _options(config, MASKED_LM_OPTIONS, "masked_lm")
     train, val = _classification_splits(config, opts)
     if tokenizer is None:
@@ -209,14 +203,12 @@ def build_classification(
     """``task: classification``: an encoder classifier from scratch (tokenizer trained on the
     training texts) or a pretrained encoder (``init_from``) with a new head. The label names
     are kept in the model config; ``batch_size`` caps the texts per batch."""
-    from attnlab.training.task import TaskSetup
-
     opts = _options(config, CLASSIFICATION_OPTIONS, "classification")
     train, val = _classification_splits(config, opts)
     initial_state = None
     init_from = opts.get("init_from")
     if init_from:
-        from attnlab import from_pretrained
+        from attnlab.interop.pretrained import from_pretrained
 
         loaded = from_pretrained(init_from)
         if tokenizer is None:  # the project's Tokenizer class over the same pipeline

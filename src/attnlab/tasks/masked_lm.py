@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from attnlab.data.bucketing import LengthBucketSampler, pad_sequences, token_batches
 from attnlab.nn.loss import IGNORE_INDEX
 from attnlab.tasks.classification import encode_split
-from attnlab.training.task import model_device
+from attnlab.tasks.protocol import model_device
 
 __all__ = ["MaskedLMTask", "mask_tokens"]
 

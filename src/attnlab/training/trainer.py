@@ -35,6 +35,7 @@ from attnlab.checkpoint import (
 )
 from attnlab.config.train import TrainConfig
 from attnlab.models import TransformerModel
+from attnlab.tasks.protocol import Task
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.adversarial import EmbeddingAdversary
 from attnlab.training.ema import WeightEMA
@@ -47,7 +48,6 @@ from attnlab.training.speed import (
     prefetch,
     resolve_speed_settings,
 )
-from attnlab.training.task import Task
 
 __all__ = ["METRICS_FILE", "TRAIN_CONFIG_FILE", "TrainResult", "Trainer", "TrainingDivergedError"]
 

@@ -1,6 +1,6 @@
 """The task builders ``attnlab train`` knows, by the name used in ``TrainConfig.task``.
 Each maps ``(config, tokenizer, target_tokenizer)`` to a ``TaskSetup`` (see
-``attnlab.training.task``); add a task with one line here."""
+``attnlab.tasks.protocol``); add a task with one line here."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from attnlab.config.train import TrainConfig
 from attnlab.tasks.builders import build_classification, build_masked_lm, build_translation
+from attnlab.tasks.lm import build_lm_task
+from attnlab.tasks.protocol import TaskSetup
 from attnlab.tokenizers import Tokenizer
-from attnlab.training.lm import build_lm_task
-from attnlab.training.task import TaskSetup
 
 __all__ = ["TASKS", "build_task"]
 

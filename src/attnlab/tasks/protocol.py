@@ -31,7 +31,7 @@ A task is any object with these three methods (structural typing; subclassing is
 
 Adding a task: write a builder ``(config: TrainConfig, tokenizer, target_tokenizer) ->
 TaskSetup`` (the tokenizers are those of a resumed run, None for a fresh one: then the
-builder makes them) and add one line to ``attnlab.training.tasks.TASKS``; ``attnlab
+builder makes them) and add one line to ``attnlab.tasks.registry.TASKS``; ``attnlab
 train --task NAME`` then trains it with the same loop, checkpoints and CLI.
 """
 

@@ -20,8 +20,8 @@ from attnlab.data import (
     validation_windows,
 )
 from attnlab.nn.loss import IGNORE_INDEX
+from attnlab.tasks.protocol import TaskSetup, model_device
 from attnlab.tokenizers import Tokenizer, tokenizer_from_spec
-from attnlab.training.task import TaskSetup, model_device
 
 __all__ = ["LMTask", "build_lm_task", "chars_per_token", "evaluate_lm"]
 
