@@ -75,6 +75,8 @@ def test_train_generate_eval_end_to_end(tmp_path: Path, text_file: Path, capsys)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["loss"] == pytest.approx(last_val["loss"], rel=1e-6)
     assert result["tokens"] == last_val["tokens"]
+    for key in ("ppl", "bits_per_token", "bits_per_char"):  # one LM evaluation for both
+        assert result[key] == pytest.approx(last_val[key], rel=1e-6)
     # and another text file is evaluated as a whole
     other = tmp_path / "other.txt"
     other.write_text("the lazy dog jumps over the quick brown fox\n" * 3, encoding="utf-8")
@@ -175,3 +177,15 @@ def test_nan_loss_is_a_one_line_error(tmp_path: Path, text_file: Path, capsys) -
         "attnlab train: error: loss is nan at step 2; training stopped, no checkpoint was saved yet"
     )
     assert not (run / "model.safetensors").exists()
+
+
+def test_bad_task_options_are_one_line_errors(tmp_path: Path, text_file: Path, capsys) -> None:
+    run = ["--data", str(text_file), "--out_dir", str(tmp_path / "r"), *TINY]
+    err = _error(capsys, "train", *run, "--task_options", "{beams: 3}")
+    assert "unknown task_options key(s) for task lm: beams" in err
+    err = _error(capsys, "train", "sst2", "--task_options", "{max_tokens: lots}")
+    assert err == (
+        "attnlab train: error: task_options.max_tokens='lots' of task classification must be "
+        "an integer"
+    )
+    assert not (tmp_path / "r").exists()

@@ -1,10 +1,10 @@
-"""attnlab eval: validation loss and perplexity of a trained language model."""
+"""attnlab eval: validation loss and perplexity of a trained language model, by the LM
+evaluation the trainer uses (``attnlab.tasks.lm.evaluate_lm``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
         metrics = evaluate_lm(
             model, ids, block, args.batch_size, chars_per_token(ids, tokenizer.decode)
         )
-    metrics["ppl"] = math.exp(min(metrics["loss"], 700.0))
-    metrics["bits_per_token"] = metrics["loss"] / math.log(2)
     if args.json:
         print(json.dumps({"model": str(folder), "data": where, **metrics}))
     else:

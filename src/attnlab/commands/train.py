@@ -41,7 +41,8 @@ def _field_comments(cls: type) -> dict[str, str]:
 
 
 def _converter(annotation: Any) -> Callable[[str], Any]:
-    args = typing.get_args(annotation)
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    args = typing.get_args(annotation) if union else ()  # dict[str, Any] is no union
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), annotation) if args else annotation
 

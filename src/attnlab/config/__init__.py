@@ -7,6 +7,7 @@ from attnlab.config.base import _check_positive as _check_positive
 from attnlab.config.base import _check_range as _check_range
 from attnlab.config.base import _floats_from_strings as _floats_from_strings
 from attnlab.config.base import _JsonConfig as _JsonConfig
+from attnlab.config.base import renamed_option
 from attnlab.config.model import (
     ACTIVATIONS,
     ENCODER_HEADS,
@@ -42,5 +43,6 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "model_keys",
+    "renamed_option",
     "train_keys",
 ]

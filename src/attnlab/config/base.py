@@ -1,5 +1,5 @@
-"""What every config dataclass shares: the JSON round trip and the checks whose errors name
-the field.
+"""What every config dataclass shares: the JSON round trip, the checks whose errors name
+the field, and the note for an option given under its old spelling.
 
 Configs hold plain values only (str, int, float, bool, None) so they round-trip through
 JSON and YAML.
@@ -8,10 +8,16 @@ JSON and YAML.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 import typing
 from pathlib import Path
 from typing import Any
+
+__all__ = ["renamed_option"]
+
+_log = logging.getLogger(__name__)
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -76,3 +82,25 @@ class _JsonConfig:
         else:
             text = str(text_or_path)
         return cls.from_dict(json.loads(text))
+
+
+def renamed_option(
+    old: str, old_value: Any, new: str, new_value: Any, where: str, *, unset: Any = None
+) -> Any:
+    """The value of option ``new`` when it may also be given under its old spelling ``old``
+    (``unset``: not given). The old spelling is accepted with a deprecation note naming the
+    new one (logged once per process); both given with different values is an error."""
+    if old_value is unset:
+        return new_value
+    _note_old_spelling(old, new, where)
+    if new_value is not unset and new_value != old_value:
+        raise ValueError(
+            f"{where}: {old}={old_value!r} and {new}={new_value!r} differ; {old} is the old "
+            f"spelling of {new}, give {new} alone"
+        )
+    return old_value
+
+
+@functools.cache
+def _note_old_spelling(old: str, new: str, where: str) -> None:
+    _log.warning("%s: %s is deprecated; use %s (same meaning)", where, old, new)

@@ -34,6 +34,7 @@ from attnlab.checkpoint import (
     save_state,
 )
 from attnlab.config.train import TrainConfig
+from attnlab.evaluation.metrics import loss_metrics
 from attnlab.models import TransformerModel
 from attnlab.tasks.protocol import Task
 from attnlab.tokenizers import Tokenizer
@@ -257,7 +258,8 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        """The task's metrics over the whole validation split, plus ppl and bits/token."""
+        """The task's metrics over the whole validation split, plus ppl and bits/token (when
+        the task does not report them)."""
         model = self.eval_model
         model.eval()
         try:
@@ -265,9 +267,8 @@ class Trainer:
                 metrics = dict(self.task.evaluate(model))
         finally:
             self.model.train()
-        loss = metrics["loss"]
-        metrics["ppl"] = math.exp(min(loss, 700.0))
-        metrics["bits_per_token"] = loss / math.log(2)
+        for key, value in loss_metrics(metrics["loss"]).items():
+            metrics.setdefault(key, value)
         return metrics
 
     def _evaluate_and_save(self, wall_start: float) -> dict[str, float]:
