@@ -28,10 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "corpus instead of the run's validation split",
     )
     parser.add_argument(
-        "--block-size",
+        "--max-seq-len",
+        "--max_seq_len",
         type=int,
         metavar="N",
-        help="context window (default: the run's, else max_seq_len)",
+        help="context window (default: the run's, else the model's max_seq_len)",
+    )
+    parser.add_argument(  # the old spelling of --max-seq-len, still accepted
+        "--block-size", "--block_size", type=int, help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--batch-size", type=int, default=32, metavar="N", help="windows per batch (32)"
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from attnlab import from_pretrained
+    from attnlab.config.base import renamed_option
     from attnlab.data import read_text, split_tokens, tokenize_cached
     from attnlab.tasks.lm import chars_per_token, evaluate_lm
     from attnlab.training.speed import autocast_context
@@ -68,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     if tokenizer is None:
         raise FileNotFoundError(f"tokenizer.json not found in {folder}")
     run_config = _run_config(folder)
-    block = args.block_size or (run_config.context if run_config else model.config.max_seq_len)
+    given = renamed_option(
+        "--block-size", args.block_size, "--max-seq-len", args.max_seq_len, "attnlab eval"
+    )
+    block = given or (run_config.seq_len if run_config else model.config.max_seq_len)
     if args.data is not None:
         ids = tokenize_cached(read_text(args.data), tokenizer)
         where = f"all of {args.data}"

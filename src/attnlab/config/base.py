@@ -61,10 +61,14 @@ class _JsonConfig:
             Path(path).write_text(text + "\n", encoding="utf-8")
         return text
 
+    # old spelling -> field name, for options that were renamed; the dataclass takes the old
+    # spelling as an InitVar (see ``renamed_option``)
+    old_spellings: typing.ClassVar[dict[str, str]] = {}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]):  # noqa: ANN206 - returns cls
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known - set(cls.old_spellings))
         if unknown:
             raise ValueError(
                 f"unknown {cls.__name__} key(s): {', '.join(unknown)}; "

@@ -31,9 +31,8 @@ __all__ = ["LMOptions", "LMTask", "build_lm_task", "chars_per_token", "evaluate_
 
 @dataclass
 class LMOptions:
-    """``task: lm`` reads no ``task_options``: its window length is ``TrainConfig.block_size``
-    (else the model's max_seq_len), its batches ``batch_size`` and ``eval_batch_size``
-    windows."""
+    """``task: lm`` reads no ``task_options``: its window length is ``TrainConfig.max_seq_len``
+    (else the model's), its batches ``batch_size`` and ``eval_batch_size`` windows."""
 
 
 class LMTask:
@@ -121,13 +120,14 @@ def build_lm_task(
     text = read_text(config.data)
     if tokenizer is None:
         tokenizer = tokenizer_from_spec(config.tokenizer, text, config.bpe_vocab_size)
-    seq_len = config.context
+    seq_len = config.seq_len
     model_config = config.model_config(tokenizer.vocab_size)
     if model_config.family != "decoder":
         raise ValueError(f"task='lm' trains a decoder; got family={model_config.family!r}")
     if seq_len > model_config.max_seq_len:
         raise ValueError(
-            f"block_size={seq_len} exceeds the model's max_seq_len={model_config.max_seq_len}"
+            f"max_seq_len={seq_len} (training windows) exceeds the model's "
+            f"max_seq_len={model_config.max_seq_len}"
         )
     ids = tokenize_cached(text, tokenizer)
     try:
