@@ -35,7 +35,6 @@ NANOGPT_CPU = {  # nanoGPT README: "baby GPT" CPU recipe (its 2000 steps take ~9
     "name": "nanogpt-cpu",
     "data": "shakespeare",
     "tokenizer": "char",
-    "block_size": 64,
     "model": {"d_model": 128, "n_heads": 4, "n_layers": 4, "max_seq_len": 64, "bias": False},
     "batch_size": 12,
     "lr": 1e-3,

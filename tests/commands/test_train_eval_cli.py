@@ -75,6 +75,14 @@ def test_train_generate_eval_end_to_end(tmp_path: Path, text_file: Path, capsys)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["loss"] == pytest.approx(last_val["loss"], rel=1e-6)
     assert result["tokens"] == last_val["tokens"]
+    for key in ("ppl", "bits_per_token", "bits_per_char"):  # one LM evaluation for both
+        assert result[key] == pytest.approx(last_val[key], rel=1e-6)
+    # --max-seq-len (and its old spelling --block-size) sets the window
+    done = _cli("eval", str(run), "--json", "--max-seq-len", "16", env_cache=cache)
+    shorter = json.loads(done.stdout.strip().splitlines()[-1])
+    done = _cli("eval", str(run), "--json", "--block-size", "16", env_cache=cache)
+    assert "--block-size is deprecated; use --max-seq-len" in done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == shorter != result
     # and another text file is evaluated as a whole
     other = tmp_path / "other.txt"
     other.write_text("the lazy dog jumps over the quick brown fox\n" * 3, encoding="utf-8")
@@ -175,3 +183,43 @@ def test_nan_loss_is_a_one_line_error(tmp_path: Path, text_file: Path, capsys) -
         "attnlab train: error: loss is nan at step 2; training stopped, no checkpoint was saved yet"
     )
     assert not (run / "model.safetensors").exists()
+
+
+def test_max_seq_len_flag_and_its_old_spelling(caplog) -> None:
+    from attnlab.config.base import _note_old_spelling
+
+    _note_old_spelling.cache_clear()
+    # --max_seq_len is the context length: the model's and the training windows'
+    config = build_config(build_parser().parse_args(["train", "--max_seq_len", "48"]))
+    assert config.max_seq_len == config.model["max_seq_len"] == 48 == config.seq_len
+    # --block_size (old spelling): the training windows, with a deprecation note
+    with caplog.at_level("WARNING"):
+        old = build_config(build_parser().parse_args(["train", "--block-size", "32"]))
+    assert old.max_seq_len == 32 and old.model["max_seq_len"] == 64  # the preset's model
+    assert "block_size is deprecated; use max_seq_len" in caplog.text
+    both = ["train", "--block_size", "48", "--max_seq_len", "48"]
+    assert build_config(build_parser().parse_args(both)).max_seq_len == 48
+    _note_old_spelling.cache_clear()
+
+
+def test_old_and_new_spelling_differing_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    err = _error(capsys, "train", "--block_size", "32", "--max_seq_len", "48")
+    assert "block_size=32 and max_seq_len=48 differ" in err
+    config = tmp_path / "old.yaml"
+    config.write_text("block_size: 32\nmodel:\n  max_seq_len: 64\n", encoding="utf-8")
+    assert build_config(build_parser().parse_args(["train", str(config)])).max_seq_len == 32
+    # the command line's --max_seq_len replaces the file's block_size
+    args = build_parser().parse_args(["train", str(config), "--max_seq_len", "16"])
+    assert build_config(args).max_seq_len == build_config(args).model["max_seq_len"] == 16
+
+
+def test_bad_task_options_are_one_line_errors(tmp_path: Path, text_file: Path, capsys) -> None:
+    run = ["--data", str(text_file), "--out_dir", str(tmp_path / "r"), *TINY]
+    err = _error(capsys, "train", *run, "--task_options", "{beams: 3}")
+    assert "unknown task_options key(s) for task lm: beams" in err
+    err = _error(capsys, "train", "sst2", "--task_options", "{max_tokens: lots}")
+    assert err == (
+        "attnlab train: error: task_options.max_tokens='lots' of task classification must be "
+        "an integer"
+    )
+    assert not (tmp_path / "r").exists()

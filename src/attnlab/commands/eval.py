@@ -1,10 +1,10 @@
-"""attnlab eval: validation loss and perplexity of a trained language model."""
+"""attnlab eval: validation loss and perplexity of a trained language model, by the LM
+evaluation the trainer uses (``attnlab.tasks.lm.evaluate_lm``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,10 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "corpus instead of the run's validation split",
     )
     parser.add_argument(
-        "--block-size",
+        "--max-seq-len",
+        "--max_seq_len",
         type=int,
         metavar="N",
-        help="context window (default: the run's, else max_seq_len)",
+        help="context window (default: the run's, else the model's max_seq_len)",
+    )
+    parser.add_argument(  # the old spelling of --max-seq-len, still accepted
+        "--block-size", "--block_size", type=int, help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--batch-size", type=int, default=32, metavar="N", help="windows per batch (32)"
@@ -56,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from attnlab import from_pretrained
+    from attnlab.config.base import renamed_option
     from attnlab.data import read_text, split_tokens, tokenize_cached
-    from attnlab.training.lm import chars_per_token, evaluate_lm
+    from attnlab.tasks.lm import chars_per_token, evaluate_lm
     from attnlab.training.speed import autocast_context
 
     folder = Path(args.model)
@@ -68,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     if tokenizer is None:
         raise FileNotFoundError(f"tokenizer.json not found in {folder}")
     run_config = _run_config(folder)
-    block = args.block_size or (run_config.context if run_config else model.config.max_seq_len)
+    given = renamed_option(
+        "--block-size", args.block_size, "--max-seq-len", args.max_seq_len, "attnlab eval"
+    )
+    block = given or (run_config.seq_len if run_config else model.config.max_seq_len)
     if args.data is not None:
         ids = tokenize_cached(read_text(args.data), tokenizer)
         where = f"all of {args.data}"
@@ -86,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
         metrics = evaluate_lm(
             model, ids, block, args.batch_size, chars_per_token(ids, tokenizer.decode)
         )
-    metrics["ppl"] = math.exp(min(metrics["loss"], 700.0))
-    metrics["bits_per_token"] = metrics["loss"] / math.log(2)
     if args.json:
         print(json.dumps({"model": str(folder), "data": where, **metrics}))
     else:

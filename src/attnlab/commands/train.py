@@ -22,6 +22,7 @@ HELP = "train a model from a preset or YAML config (default: shakespeare-cpu), o
 EPILOG = """\
 Every TrainConfig field and every ModelConfig field (flat: --d_model, not --model.d_model)
 can be overridden as --key value; dashes and underscores are the same (--max-time 60).
+--max_seq_len sets the context length of the model and of the training windows.
 Examples:
   attnlab train                                   # the CPU preset on Tiny Shakespeare, ~2 min
   attnlab train shakespeare-char --device cuda    # nanoGPT's baby GPT
@@ -41,7 +42,8 @@ def _field_comments(cls: type) -> dict[str, str]:
 
 
 def _converter(annotation: Any) -> Callable[[str], Any]:
-    args = typing.get_args(annotation)
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    args = typing.get_args(annotation) if union else ()  # dict[str, Any] is no union
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), annotation) if args else annotation
 
@@ -101,7 +103,6 @@ def _model_help() -> dict[str, str]:
         "n_heads": "attention heads (d_model must be divisible by it)",
         "n_layers": "blocks (the encoder's, for encoder_decoder)",
         "n_decoder_layers": "decoder blocks of an encoder_decoder; None: n_layers",
-        "max_seq_len": "longest sequence (positional tables); default block_size",
         "positional": f"one of {', '.join(c.POSITIONALS)}",
         "rope_base": "RoPE frequency base",
         "norm": f"one of {', '.join(c.NORMS)}",
@@ -118,9 +119,10 @@ def _model_help() -> dict[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from attnlab.config import ModelConfig
+    from attnlab.config.model import ModelConfig
+    from attnlab.config.train import TrainConfig, model_keys, train_keys
     from attnlab.presets import DEFAULT_PRESET, preset_names
-    from attnlab.training.config import TrainConfig, model_keys, train_keys
+    from attnlab.tasks.registry import TASKS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
@@ -143,19 +145,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="after training a language model, print N sampled tokens (default 300; 0: none)",
     )
-    from attnlab.training.tasks import TASKS
-
     train_help = {
         **_field_comments(TrainConfig),
         "task": f"one of {', '.join(TASKS)}",
         "task_options": "settings only one task reads, a YAML mapping such as '{a: 1}'",
+        "max_seq_len": "the context length: the model's max_seq_len and the length of "
+        "training windows (in YAML a top-level max_seq_len may be shorter than the model's)",
     }
-    _add_fields(
-        parser.add_argument_group("training options (TrainConfig)"), train_keys(), train_help
-    )
+    train_group = parser.add_argument_group("training options (TrainConfig)")
+    _add_fields(train_group, train_keys(), train_help)
+    for old, new in TrainConfig.old_spellings.items():  # still accepted, not listed
+        train_group.add_argument(
+            f"--{old}",
+            f"--{old.replace('_', '-')}",
+            dest=f"set_{old}",
+            type=_converter(train_keys()[new]),
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
     _add_fields(
         parser.add_argument_group("model options (ModelConfig)"),
-        model_keys(),
+        {k: v for k, v in model_keys().items() if k not in train_keys()},  # max_seq_len: above
         {**_model_help(), **_field_comments(ModelConfig)},
     )
 
@@ -163,9 +173,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the command line: preset or YAML file (or the resumed run's
     config), then the --key value overrides."""
+    from attnlab.config.train import TrainConfig, model_keys
     from attnlab.presets import DEFAULT_PRESET, load_preset
-    from attnlab.training import TrainConfig, load_run_config
-    from attnlab.training.config import model_keys
+    from attnlab.training import load_run_config
 
     if args.config is None and args.resume:
         values = load_run_config(args.resume).to_dict()
@@ -175,11 +185,13 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
             values["name"] = Path(args.set_data).stem or values["name"]  # runs/<your text>
     values["model"] = dict(values.get("model") or {})
     model_fields = model_keys()
-    for key, value in vars(args).items():
-        if not key.startswith("set_"):
-            continue
-        name = key.removeprefix("set_")
-        if name in model_fields:
+    overrides = {k.removeprefix("set_"): v for k, v in vars(args).items() if k.startswith("set_")}
+    if "max_seq_len" in overrides:  # the context length: the model's and the windows'
+        values["model"]["max_seq_len"] = overrides["max_seq_len"]
+        if "block_size" not in overrides:
+            values.pop("block_size", None)  # the file's old spelling is overridden too
+    for name, value in overrides.items():
+        if name in model_fields and name != "max_seq_len":
             values["model"][name] = value
         else:
             values[name] = value

@@ -33,8 +33,8 @@ def split_tokens(ids: np.ndarray, val_fraction: float = 0.1, block_size: int = 1
     if len(splits.train) < block_size + 1:
         raise ValueError(
             f"the corpus has {len(ids)} tokens, which leaves {len(splits.train)} for training: "
-            f"fewer than one context window (block_size {block_size} + 1); use a longer text "
-            "or a smaller block_size"
+            f"fewer than one context window (max_seq_len {block_size} + 1); use a longer text "
+            "or a smaller max_seq_len"
         )
     if len(splits.val) < 2:
         raise ValueError(

@@ -1,4 +1,5 @@
-"""Evaluation metrics: BLEU / chrF (sacrebleu), accuracy, macro-F1, confusion matrix."""
+"""Evaluation metrics: BLEU / chrF (sacrebleu), accuracy, macro-F1, confusion matrix,
+perplexity and bits per token."""
 
 from attnlab.evaluation.metrics import (
     accuracy,
@@ -6,7 +7,16 @@ from attnlab.evaluation.metrics import (
     chrf,
     classification_report,
     confusion_matrix,
+    loss_metrics,
     macro_f1,
 )
 
-__all__ = ["accuracy", "bleu", "chrf", "classification_report", "confusion_matrix", "macro_f1"]
+__all__ = [
+    "accuracy",
+    "bleu",
+    "chrf",
+    "classification_report",
+    "confusion_matrix",
+    "loss_metrics",
+    "macro_f1",
+]

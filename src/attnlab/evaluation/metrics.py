@@ -1,5 +1,6 @@
 """Task metrics: BLEU and chrF through ``sacrebleu`` (the community's reference
-implementation), and accuracy, macro-F1 and the confusion matrix for classification.
+implementation), accuracy, macro-F1 and the confusion matrix for classification, and the
+perplexity and bits per token of a mean loss.
 
 BLEU here is sacrebleu's corpus BLEU with its default settings: the ``13a`` tokenizer applied
 to detokenized, cased hypotheses and references (so scores compare with published
@@ -8,6 +9,7 @@ sacrebleu figures). Scores are on the 0-100 scale.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -83,3 +85,9 @@ def classification_report(
         "macro_f1": macro_f1(predictions, labels, num_labels),
         "confusion_matrix": confusion_matrix(predictions, labels, num_labels),
     }
+
+
+def loss_metrics(loss: float) -> dict[str, float]:
+    """Perplexity and bits per token of a mean cross-entropy ``loss`` in nats: ``ppl``
+    (``exp(loss)``, capped at ``exp(700)`` to stay finite) and ``bits_per_token``."""
+    return {"ppl": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2)}

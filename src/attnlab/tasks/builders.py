@@ -1,16 +1,7 @@
-"""Build the translation and classification tasks (data, tokenizer, model) from a training
-configuration, for ``attnlab train`` and the benchmarks.
-
-Task-specific settings live in the config's ``task_options`` mapping:
-
-translation: ``source_lang``/``target_lang`` (default de/en), ``max_tokens`` (padded tokens
-per batch side, default 4096), ``max_len`` (default 128), ``num_beams`` (5),
-``length_penalty`` (0.6), ``bleu_sentences`` (validation pairs decoded at each evaluation;
-0 = loss only; default all).
-
-classification: ``max_tokens`` (4096), ``max_len`` (128), ``label_column``/``text_column``
-(user files with a header), ``init_from`` (a pretrained encoder for
-``attnlab.from_pretrained``, e.g. ``minilm``: fine-tune it with a new head).
+"""Build the translation, classification and masked-LM tasks (data, tokenizer, model) from
+a training configuration and the task's typed options (``TranslationOptions``,
+``ClassificationOptions``, ``MaskedLMOptions``: the fields and defaults of each task's
+``task_options``), for ``attnlab train`` and the benchmarks.
 
 ``data``: a built-in corpus name (``multi30k``; ``sst2``), or a folder holding the user's
 files: ``train.SRC``/``train.TGT`` and ``val.SRC``/``val.TGT`` (``.gz`` allowed) for
@@ -21,47 +12,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from attnlab.config.model import ModelConfig
+from attnlab.config.train import TrainConfig
 from attnlab.data.classification import ClassificationDataset, load_classification
 from attnlab.data.parallel import ParallelCorpus, load_parallel, read_parallel_files
-from attnlab.tasks.classification import ClassificationTask, with_classifier_head
-from attnlab.tasks.translation import TranslationTask
+from attnlab.tasks.classification import (
+    ClassificationOptions,
+    ClassificationTask,
+    with_classifier_head,
+)
+from attnlab.tasks.masked_lm import MaskedLMOptions, MaskedLMTask
+from attnlab.tasks.protocol import TaskSetup
+from attnlab.tasks.translation import TranslationOptions, TranslationTask
 from attnlab.tokenizers import Tokenizer, tokenizer_from_spec
 
-if TYPE_CHECKING:  # attnlab.training imports this module to register the tasks
-    from attnlab.training.task import TaskSetup
-
 logger = logging.getLogger(__name__)
-
-TRANSLATION_OPTIONS = (
-    "source_lang",
-    "target_lang",
-    "max_tokens",
-    "max_len",
-    "num_beams",
-    "length_penalty",
-    "bleu_sentences",
-)
-CLASSIFICATION_OPTIONS = (
-    "max_tokens",
-    "max_len",
-    "label_column",
-    "text_column",
-    "init_from",
-    "token_dropout",
-)
-
-
-def _options(config: Any, allowed: tuple[str, ...], task: str) -> dict[str, Any]:
-    options = dict(getattr(config, "task_options", None) or {})
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"unknown task_options key(s) for task {task}: {', '.join(unknown)}; "
-            f"known: {', '.join(allowed)}"
-        )
-    return options
 
 
 def _find(folder: Path, stems: tuple[str, ...], suffixes: tuple[str, ...]) -> Path:
@@ -101,19 +67,17 @@ def load_translation_data(
 
 
 def build_translation(
-    config: Any, tokenizer: Tokenizer | None = None, target_tokenizer: Tokenizer | None = None
+    config: TrainConfig,
+    options: TranslationOptions,
+    tokenizer: Tokenizer | None = None,
+    target_tokenizer: Tokenizer | None = None,
 ) -> TaskSetup:
     """``task: translation``: one shared vocabulary over both languages (BPE trained on the
     training pairs unless a resumed run brings its tokenizer) and an encoder-decoder sized
     from ``config.model``."""
-    from attnlab.training.task import TaskSetup
-
     if target_tokenizer is not None:
         raise ValueError("task translation uses one shared tokenizer, not a target tokenizer")
-    opts = _options(config, TRANSLATION_OPTIONS, "translation")
-    train, val = load_translation_data(
-        config.data, opts.get("source_lang", "de"), opts.get("target_lang", "en")
-    )
+    train, val = load_translation_data(config.data, options.source_lang, options.target_lang)
     if tokenizer is None:
         texts = [*train.source, *train.target]
         tokenizer = tokenizer_from_spec(config.tokenizer, texts, config.bpe_vocab_size)
@@ -126,11 +90,11 @@ def build_translation(
         tokenizer,
         train,
         val,
-        max_tokens=opts.get("max_tokens", 4096),
-        max_len=min(opts.get("max_len", 128), model_config.max_seq_len),
-        num_beams=opts.get("num_beams", 5),
-        length_penalty=opts.get("length_penalty", 0.6),
-        bleu_sentences=opts.get("bleu_sentences"),
+        max_tokens=options.max_tokens,
+        max_len=min(options.max_seq_len, model_config.max_seq_len),
+        num_beams=options.num_beams,
+        length_penalty=options.length_penalty,
+        bleu_sentences=options.bleu_sentences,
     )
     return TaskSetup(task, model_config, tokenizer)
 
@@ -157,7 +121,7 @@ def load_classification_data(
     return train, val
 
 
-def _require_encoder_head(model_config: Any, task: str, head: str) -> None:
+def _require_encoder_head(model_config: ModelConfig, task: str, head: str) -> None:
     if model_config.family != "encoder" or model_config.encoder_head != head:
         raise ValueError(
             f"task {task} trains family=encoder with encoder_head={head}; got "
@@ -165,28 +129,16 @@ def _require_encoder_head(model_config: Any, task: str, head: str) -> None:
         )
 
 
-def _classification_splits(
-    config: Any, opts: dict[str, Any]
-) -> tuple[ClassificationDataset, ClassificationDataset]:
-    return load_classification_data(
-        config.data, opts.get("label_column", "label"), opts.get("text_column", "text")
-    )
-
-
-MASKED_LM_OPTIONS = ("max_tokens", "max_len", "label_column", "text_column", "mask_rate")
-
-
 def build_masked_lm(
-    config: Any, tokenizer: Tokenizer | None = None, target_tokenizer: Tokenizer | None = None
+    config: TrainConfig,
+    options: MaskedLMOptions,
+    tokenizer: Tokenizer | None = None,
+    target_tokenizer: Tokenizer | None = None,
 ) -> TaskSetup:
     """``task: masked_lm``: an encoder with the MLM head pretrained on the texts of a
     classification data set (its labels unused); the tokenizer is trained on the training
     texts unless given."""
-    from attnlab.tasks.masked_lm import MaskedLMTask
-    from attnlab.training.task import TaskSetup
-
-    opts = _options(config, MASKED_LM_OPTIONS, "masked_lm")
-    train, val = _classification_splits(config, opts)
+    train, val = load_classification_data(config.data, options.label_column, options.text_column)
     if tokenizer is None:
         tokenizer = tokenizer_from_spec(config.tokenizer, train.texts, config.bpe_vocab_size)
     model_config = config.model_config(tokenizer.vocab_size)
@@ -195,30 +147,29 @@ def build_masked_lm(
         tokenizer,
         train.texts,
         val.texts,
-        max_tokens=opts.get("max_tokens", 4096),
-        max_len=min(opts.get("max_len", 128), model_config.max_seq_len),
+        max_tokens=options.max_tokens,
+        max_len=min(options.max_seq_len, model_config.max_seq_len),
         max_batch_size=config.batch_size,
-        mask_rate=opts.get("mask_rate", 0.15),
+        mask_rate=options.mask_rate,
     )
     return TaskSetup(task, model_config, tokenizer)
 
 
 def build_classification(
-    config: Any, tokenizer: Tokenizer | None = None, target_tokenizer: Tokenizer | None = None
+    config: TrainConfig,
+    options: ClassificationOptions,
+    tokenizer: Tokenizer | None = None,
+    target_tokenizer: Tokenizer | None = None,
 ) -> TaskSetup:
     """``task: classification``: an encoder classifier from scratch (tokenizer trained on the
     training texts) or a pretrained encoder (``init_from``) with a new head. The label names
     are kept in the model config; ``batch_size`` caps the texts per batch."""
-    from attnlab.training.task import TaskSetup
-
-    opts = _options(config, CLASSIFICATION_OPTIONS, "classification")
-    train, val = _classification_splits(config, opts)
+    train, val = load_classification_data(config.data, options.label_column, options.text_column)
     initial_state = None
-    init_from = opts.get("init_from")
-    if init_from:
-        from attnlab import from_pretrained
+    if options.init_from:
+        from attnlab.interop.pretrained import from_pretrained
 
-        loaded = from_pretrained(init_from)
+        loaded = from_pretrained(options.init_from)
         if tokenizer is None:  # the project's Tokenizer class over the same pipeline
             pretrained = loaded.tokenizer
             tokenizer = Tokenizer(
@@ -250,9 +201,9 @@ def build_classification(
         tokenizer,
         train,
         val,
-        max_tokens=opts.get("max_tokens", 4096),
-        max_len=min(opts.get("max_len", 128), model_config.max_seq_len),
+        max_tokens=options.max_tokens,
+        max_len=min(options.max_seq_len, model_config.max_seq_len),
         max_batch_size=config.batch_size,
-        token_dropout=opts.get("token_dropout", 0.0),
+        token_dropout=options.token_dropout,
     )
     return TaskSetup(task, model_config, tokenizer, initial_state=initial_state)

@@ -16,12 +16,33 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from attnlab.config.base import _check_positive
 from attnlab.data.bucketing import LengthBucketSampler, collate_classification, token_batches
 from attnlab.data.classification import ClassificationDataset
 from attnlab.evaluation.metrics import accuracy, confusion_matrix, macro_f1
 from attnlab.nn.modes import eval_mode
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClassificationOptions:
+    """The ``task_options`` of ``task: classification``."""
+
+    max_tokens: int = 4096  # padded tokens per batch
+    max_seq_len: int = 128  # tokens per text (at most the model's max_seq_len)
+    label_column: str = "label"  # user files with a header
+    text_column: str = "text"
+    # a pretrained encoder for attnlab.from_pretrained (e.g. minilm, or a run folder): fine-tune
+    # it with a new head
+    init_from: str | None = None
+    token_dropout: float = 0.0  # training only: each inner token is left out with this chance
+
+    def __post_init__(self) -> None:
+        _check_positive("max_tokens", self.max_tokens)
+        _check_positive("max_seq_len", self.max_seq_len)
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise ValueError(f"token_dropout={self.token_dropout!r} must lie in [0, 1)")
 
 
 def _encode_all(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:  # noqa: ANN001

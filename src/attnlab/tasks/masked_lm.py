@@ -18,15 +18,33 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from attnlab.config.base import _check_positive
 from attnlab.data.bucketing import LengthBucketSampler, pad_sequences, token_batches
 from attnlab.nn.loss import IGNORE_INDEX
 from attnlab.tasks.classification import encode_split
-from attnlab.training.task import model_device
+from attnlab.tasks.protocol import model_device
 
-__all__ = ["MaskedLMTask", "mask_tokens"]
+__all__ = ["MaskedLMOptions", "MaskedLMTask", "mask_tokens"]
 
 _MASK_NAMES = ("[MASK]", "<mask>", "<|mask|>")
 _EVAL_SEED = 0  # validation texts are masked the same way at every evaluation
+
+
+@dataclass
+class MaskedLMOptions:
+    """The ``task_options`` of ``task: masked_lm``."""
+
+    max_tokens: int = 4096  # padded tokens per batch
+    max_seq_len: int = 128  # tokens per text (at most the model's max_seq_len)
+    label_column: str = "label"  # columns of user files with a header (labels unused)
+    text_column: str = "text"
+    mask_rate: float = 0.15  # share of each text's inner tokens predicted
+
+    def __post_init__(self) -> None:
+        _check_positive("max_tokens", self.max_tokens)
+        _check_positive("max_seq_len", self.max_seq_len)
+        if not 0.0 < self.mask_rate < 1.0:
+            raise ValueError(f"mask_rate={self.mask_rate!r} must lie in (0, 1)")
 
 
 def mask_tokens(

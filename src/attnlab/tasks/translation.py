@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from attnlab.config.base import _check_positive
 from attnlab.data.bucketing import (
     LengthBucketSampler,
     collate_translation,
@@ -31,6 +32,25 @@ from attnlab.nn.modes import eval_mode
 from attnlab.tasks.classification import _encode_all
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TranslationOptions:
+    """The ``task_options`` of ``task: translation``."""
+
+    source_lang: str = "de"
+    target_lang: str = "en"
+    max_tokens: int = 4096  # padded tokens per batch and side
+    max_seq_len: int = 128  # tokens per sentence (at most the model's max_seq_len)
+    num_beams: int = 5  # beam width of the validation translations
+    length_penalty: float = 0.6
+    bleu_sentences: int | None = None  # validation pairs decoded at each evaluation; 0: none
+
+    def __post_init__(self) -> None:
+        for key in ("max_tokens", "max_seq_len", "num_beams"):
+            _check_positive(key, getattr(self, key))
+        if self.bleu_sentences is not None and self.bleu_sentences < 0:
+            raise ValueError(f"bleu_sentences={self.bleu_sentences!r} must be >= 0 or null (all)")
 
 
 def train_translation_tokenizer(corpus: ParallelCorpus, vocab_size: int):  # noqa: ANN201

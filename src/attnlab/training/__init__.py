@@ -1,9 +1,12 @@
-"""Training: one ``Trainer`` loop for every family, driven by a ``Task`` object."""
+"""Training: one ``Trainer`` loop for every family, driven by a ``Task`` object (the tasks
+live in ``attnlab.tasks``, the configuration in ``attnlab.config``; both re-exported here)."""
 
 from __future__ import annotations
 
-from attnlab.training.config import RESUME_LOCKED_KEYS, TrainConfig
-from attnlab.training.lm import LMTask, build_lm_task
+from attnlab.config.train import RESUME_LOCKED_KEYS, TrainConfig
+from attnlab.tasks.lm import LMTask, build_lm_task
+from attnlab.tasks.protocol import Task, TaskSetup, model_device
+from attnlab.tasks.registry import TASKS, build_task
 from attnlab.training.optim import (
     CombinedOptimizer,
     Muon,
@@ -13,8 +16,6 @@ from attnlab.training.optim import (
     parameter_groups,
 )
 from attnlab.training.run import load_run_config, new_run, resolve_out_dir, resume_run
-from attnlab.training.task import Task, TaskSetup, model_device
-from attnlab.training.tasks import TASKS, build_task
 from attnlab.training.trainer import (
     METRICS_FILE,
     TRAIN_CONFIG_FILE,

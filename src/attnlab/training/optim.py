@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnlab.config.train import OPTIMIZERS, SCHEDULES
 from attnlab.models.stack import TransformerStack
 
 __all__ = [
@@ -27,9 +28,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("adamw", "muon")
-SCHEDULES = ("cosine", "wsd")
 
 
 def _embedding_weight_ids(model: nn.Module) -> set[int]:

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 from attnlab.checkpoint import STATE_FILE, WEIGHTS_FILE, load_config, load_state, load_tokenizer
+from attnlab.config.train import RESUME_LOCKED_KEYS, TrainConfig
 from attnlab.models import build_model
-from attnlab.training.config import RESUME_LOCKED_KEYS, TrainConfig
-from attnlab.training.tasks import build_task
+from attnlab.tasks.registry import build_task
 from attnlab.training.trainer import TRAIN_CONFIG_FILE, Trainer
 
 __all__ = ["load_run_config", "new_run", "resolve_out_dir", "resume_run"]

@@ -33,17 +33,18 @@ from attnlab.checkpoint import (
     save_pretrained,
     save_state,
 )
+from attnlab.config.train import TrainConfig
 from attnlab.data.prefetch import prefetch
+from attnlab.evaluation.metrics import loss_metrics
 from attnlab.models import TransformerModel
 from attnlab.runtime.compile import maybe_compile
 from attnlab.runtime.host_memory import keep_freed_memory
+from attnlab.tasks.protocol import Task
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.adversarial import EmbeddingAdversary
-from attnlab.training.config import TrainConfig
 from attnlab.training.ema import WeightEMA
 from attnlab.training.optim import build_optimizer, freeze_parameters, lr_at
 from attnlab.training.speed import SpeedSettings, autocast_context, resolve_speed_settings
-from attnlab.training.task import Task
 
 __all__ = ["METRICS_FILE", "TRAIN_CONFIG_FILE", "TrainResult", "Trainer", "TrainingDivergedError"]
 
@@ -255,7 +256,8 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        """The task's metrics over the whole validation split, plus ppl and bits/token."""
+        """The task's metrics over the whole validation split, plus ppl and bits/token (when
+        the task does not report them)."""
         model = self.eval_model
         model.eval()
         try:
@@ -263,9 +265,8 @@ class Trainer:
                 metrics = dict(self.task.evaluate(model))
         finally:
             self.model.train()
-        loss = metrics["loss"]
-        metrics["ppl"] = math.exp(min(loss, 700.0))
-        metrics["bits_per_token"] = loss / math.log(2)
+        for key, value in loss_metrics(metrics["loss"]).items():
+            metrics.setdefault(key, value)
         return metrics
 
     def _evaluate_and_save(self, wall_start: float) -> dict[str, float]:

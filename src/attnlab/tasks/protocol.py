@@ -20,7 +20,8 @@ A task is any object with these three methods (structural typing; subclassing is
 ``evaluate(model) -> dict[str, float]``
     Metrics over the WHOLE validation split (not a sample). Must contain ``"loss"``: the mean
     loss per target token (or per example for classification) comparable with the training
-    loss; the trainer selects ``best/`` by it and adds ``ppl`` and ``bits_per_token``.
+    loss; the trainer selects ``best/`` by it and adds ``ppl`` and ``bits_per_token`` where
+    the task does not report them (``attnlab.evaluation.loss_metrics``).
     Other keys (``accuracy``, ``bleu``, ``bits_per_char``, ...) are written to
     ``metrics.jsonl`` as they are. The trainer calls it with ``model.eval()``, under
     ``torch.no_grad()`` and the training autocast context, and sets ``model.train()``
@@ -29,10 +30,12 @@ A task is any object with these three methods (structural typing; subclassing is
 ``count_tokens(batch) -> int``
     The number of tokens a batch trains on (for tokens/s), e.g. the non-ignored targets.
 
-Adding a task: write a builder ``(config: TrainConfig, tokenizer, target_tokenizer) ->
-TaskSetup`` (the tokenizers are those of a resumed run, None for a fresh one: then the
-builder makes them) and add one line to ``attnlab.training.tasks.TASKS``; ``attnlab
-train --task NAME`` then trains it with the same loop, checkpoints and CLI.
+Adding a task: write its options dataclass (the settings it reads from
+``TrainConfig.task_options``, each default in its field) and a builder ``(config:
+TrainConfig, options, tokenizer, target_tokenizer) -> TaskSetup`` (the tokenizers are those
+of a resumed run, None for a fresh one: then the builder makes them), and add one line to
+``attnlab.tasks.registry.TASKS``; ``attnlab train --task NAME`` then trains it with the same
+loop, checkpoints and CLI.
 """
 
 from __future__ import annotations

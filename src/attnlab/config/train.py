@@ -1,19 +1,39 @@
 """TrainConfig: everything a training run needs besides the model's own ModelConfig, which
-it carries as the plain dict ``model`` (``vocab_size`` comes from the tokenizer)."""
+it carries as the plain dict ``model`` (``vocab_size`` comes from the tokenizer).
+
+The context length has one name, ``max_seq_len``: the model's (under ``model``) and the
+length of training windows (top level; None: the model's). ``block_size`` is its old
+spelling, still accepted with a deprecation note."""
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import InitVar, dataclass, field
+from typing import Any, ClassVar
 
-from attnlab.config import ModelConfig, _check_choice, _check_positive, _check_range, _JsonConfig
-from attnlab.training.optim import OPTIMIZERS, SCHEDULES
+from attnlab.config.base import (
+    _check_choice,
+    _check_positive,
+    _check_range,
+    _JsonConfig,
+    renamed_option,
+)
+from attnlab.config.model import ModelConfig
 
-__all__ = ["RESUME_LOCKED_KEYS", "TrainConfig", "model_keys", "train_keys"]
+__all__ = [
+    "DEVICES",
+    "OPTIMIZERS",
+    "RESUME_LOCKED_KEYS",
+    "SCHEDULES",
+    "TrainConfig",
+    "model_keys",
+    "train_keys",
+]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+OPTIMIZERS = ("adamw", "muon")  # attnlab.training.optim builds each
+SCHEDULES = ("cosine", "wsd")  # learning-rate schedules of attnlab.training.optim.lr_at
 # keys that must not change when a run is resumed (they define the data, the model and the
 # shape of the saved optimizer state)
 RESUME_LOCKED_KEYS = (
@@ -23,7 +43,7 @@ RESUME_LOCKED_KEYS = (
     "bpe_vocab_size",
     "val_fraction",
     "model",
-    "block_size",
+    "max_seq_len",
     "optimizer",
     "freeze",
     "layer_lr_decay",
@@ -39,16 +59,17 @@ class TrainConfig(_JsonConfig):
     command line (``--d_model 128``)."""
 
     name: str = "run"  # names the default run folder runs/<name>
-    task: str = "lm"  # a name in attnlab.training.tasks.TASKS
+    task: str = "lm"  # a name in attnlab.tasks.TASKS
     # data and tokenizer
     data: str = "shakespeare"  # a built-in corpus name, a UTF-8 .txt file or a folder
     tokenizer: str = "char"  # char, bpe, a bundled model (minilm), or a tokenizer.json path
     bpe_vocab_size: int = 4096  # tokenizer=bpe only
     val_fraction: float = 0.1  # the last 10% of tokens are the validation split
-    block_size: int | None = None  # context length of training windows; None: max_seq_len
+    max_seq_len: int | None = None  # length of training windows; None: the model's max_seq_len
     # model
     model: dict[str, Any] = field(default_factory=dict)
-    # settings only one task reads (see that task's builder, e.g. attnlab.tasks.builders)
+    # settings only one task reads: the fields of that task's options dataclass (e.g.
+    # attnlab.tasks.TranslationOptions), checked when the task is built
     task_options: dict[str, Any] = field(default_factory=dict)
     # where, how
     out_dir: str | None = None  # None: runs/<name>, numbered if it holds a run already
@@ -92,8 +113,15 @@ class TrainConfig(_JsonConfig):
     eval_batch_size: int | None = None  # windows per evaluation batch; None: batch_size
     log_interval: int = 10  # steps between train lines in metrics.jsonl
     progress: bool = True  # a rich progress bar (loss, tokens/s, ETA); false: log lines
+    # the old spelling of max_seq_len, accepted with a deprecation note; not stored
+    block_size: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    old_spellings: ClassVar[dict[str, str]] = {"block_size": "max_seq_len"}
+
+    def __post_init__(self, block_size: int | None) -> None:
+        self.max_seq_len = renamed_option(
+            "block_size", block_size, "max_seq_len", self.max_seq_len, "TrainConfig"
+        )
         for key in ("task", "data", "tokenizer", "name"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be a non-empty string")
@@ -102,8 +130,8 @@ class TrainConfig(_JsonConfig):
             raise ValueError(
                 f"val_fraction={self.val_fraction!r} must lie strictly between 0 and 1"
             )
-        if self.block_size is not None:
-            _check_positive("block_size", self.block_size)
+        if self.max_seq_len is not None:
+            _check_positive("max_seq_len", self.max_seq_len)
         if not isinstance(self.task_options, dict):
             raise ValueError(f"task_options must be a mapping, got {self.task_options!r}")
         if not isinstance(self.model, dict):
@@ -162,11 +190,11 @@ class TrainConfig(_JsonConfig):
             raise ValueError(f"grad_clip={self.grad_clip!r} must be >= 0 (0 disables clipping)")
 
     def model_config(self, vocab_size: int, **derived: Any) -> ModelConfig:
-        """The ModelConfig for a tokenizer of ``vocab_size`` ids; ``max_seq_len`` defaults to
-        ``block_size``."""
+        """The ModelConfig for a tokenizer of ``vocab_size`` ids; the model's ``max_seq_len``
+        defaults to the training windows' (the top-level ``max_seq_len``)."""
         values = dict(self.model)
-        if self.block_size is not None:
-            values.setdefault("max_seq_len", self.block_size)
+        if self.max_seq_len is not None:
+            values.setdefault("max_seq_len", self.max_seq_len)
         return ModelConfig.from_dict({**values, "vocab_size": vocab_size, **derived})
 
     @property
@@ -175,10 +203,10 @@ class TrainConfig(_JsonConfig):
         return [p.strip() for p in self.freeze.split(",") if p.strip()]
 
     @property
-    def context(self) -> int:
-        """The training window length: ``block_size``, else the model's ``max_seq_len``."""
-        if self.block_size is not None:
-            return self.block_size
+    def seq_len(self) -> int:
+        """The length of training windows: ``max_seq_len``, else the model's."""
+        if self.max_seq_len is not None:
+            return self.max_seq_len
         return ModelConfig.from_dict({**self.model, "vocab_size": 256}).max_seq_len
 
 

@@ -1,18 +1,24 @@
-"""Configuration dataclasses.
-
-Configs hold plain values only (str, int, float, bool, None) so they round-trip through
-JSON and YAML. Derived fields are filled in and every field is validated in
-``__post_init__``; a bad value raises ``ValueError`` naming the field and what is allowed.
+"""``ModelConfig``: everything needed to build one of the three Transformer families, with
+the names of the allowed choices. Derived fields are filled in and every field is validated
+in ``__post_init__``; a bad value raises ``ValueError`` naming the field and what is allowed.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import typing
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+
+from attnlab.config.base import _check_choice, _check_positive, _check_range, _JsonConfig
+
+__all__ = [
+    "ACTIVATIONS",
+    "ENCODER_HEADS",
+    "FAMILIES",
+    "NORMS",
+    "NORM_PLACEMENTS",
+    "POOLINGS",
+    "POSITIONALS",
+    "ModelConfig",
+]
 
 FAMILIES = ("decoder", "encoder", "encoder_decoder")
 POSITIONALS = ("sinusoidal", "learned", "rope", "alibi", "none")
@@ -21,70 +27,6 @@ NORM_PLACEMENTS = ("pre", "post")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu")
 POOLINGS = ("cls", "mean", "max")
 ENCODER_HEADS = ("none", "classifier", "mlm")
-
-
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not (low <= value <= high):
-        raise ValueError(f"{name}={value!r} must lie in [{low}, {high}]")
-
-
-def _floats_from_strings(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Strings given for float fields, parsed: YAML 1.1 reads ``1e-4`` (no dot) as a string."""
-    hints = typing.get_type_hints(cls)
-    out = dict(data)
-    for key, value in data.items():
-        if not isinstance(value, str) or float not in (hints[key], *typing.get_args(hints[key])):
-            continue
-        try:
-            out[key] = float(value)
-        except ValueError:
-            raise ValueError(f"{cls.__name__}.{key} must be a number, got {value!r}") from None
-    return out
-
-
-class _JsonConfig:
-    """JSON round-trip shared by every config dataclass."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]):  # noqa: ANN206 - returns cls
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown {cls.__name__} key(s): {', '.join(unknown)}; "
-                f"known keys: {', '.join(sorted(known))}"
-            )
-        return cls(**_floats_from_strings(cls, data))
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path):  # noqa: ANN206 - returns cls
-        path = Path(text_or_path)
-        if isinstance(text_or_path, Path) or (
-            not str(text_or_path).lstrip().startswith("{") and path.exists()
-        ):
-            text = path.read_text(encoding="utf-8")
-        else:
-            text = str(text_or_path)
-        return cls.from_dict(json.loads(text))
 
 
 @dataclass
