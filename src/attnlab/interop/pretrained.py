@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from attnlab.bundled import BUNDLED, BundledModel, resolve_name
-from attnlab.checkpoint import CONFIG_FILE, LoadedModel, load_pretrained
+from attnlab.checkpoint import BEST_DIR, CONFIG_FILE, LoadedModel, load_pretrained
 from attnlab.interop.gguf_io import load_gguf
 from attnlab.interop.hf import load_hf_model
 
@@ -33,8 +33,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-BEST_DIR = "best"  # a run folder's checkpoint of the lowest validation loss
 
 
 def _missing(name: str, path: Path) -> str:
