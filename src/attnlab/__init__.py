@@ -21,8 +21,9 @@ __version__ = "0.1.0"
 
 
 def from_pretrained(name_or_path: str, **kwargs: Any) -> LoadedModel:
-    """Load a model and its tokenizer: an attnlab run or model folder, a Hugging Face folder,
-    a .gguf file, or a short name (``minilm``, ``smollm2``). See ``attnlab.interop``."""
+    """Load a model and its tokenizer: an attnlab run or model folder (``best=True``: a run's
+    ``best/`` checkpoint), a Hugging Face folder, a .gguf file, or a short name (``minilm``,
+    ``smollm2``). See ``attnlab.interop.pretrained.from_pretrained``."""
     # imported here so that ``import attnlab`` needs neither gguf nor the interop layer
     from attnlab.interop.pretrained import from_pretrained as _from_pretrained
 

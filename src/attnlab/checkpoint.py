@@ -32,8 +32,10 @@ TOKENIZER_FILE = "tokenizer.json"
 TARGET_TOKENIZER_FILE = "target_tokenizer.json"  # encoder-decoder with a separate target side
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
+BEST_DIR = "best"  # in a training run folder: the model folder of the lowest validation loss
 
 __all__ = [
+    "BEST_DIR",
     "CONFIG_FILE",
     "STATE_FILE",
     "TOKENIZER_FILE",

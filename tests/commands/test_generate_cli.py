@@ -103,3 +103,13 @@ def test_bad_options_are_one_line_errors(run_dir, capsys, flag, value, field):
     assert main(["generate", str(run_dir), "--prompt", "a", flag, value]) == 1
     err = capsys.readouterr().err
     assert err.startswith("attnlab generate: error:") and field in err and err.count("\n") == 1
+
+
+def test_best_and_missing_paths_are_one_line_errors_naming_the_path(run_dir, capsys):
+    """--best is from_pretrained's best=True, as in translate and classify."""
+    assert main(["generate", str(run_dir), "--prompt", "a", "--best"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"attnlab generate: error: no such run folder: {run_dir / 'best'}\n"
+    assert main(["generate", str(run_dir / "nowhere"), "--prompt", "a"]) == 1
+    err = capsys.readouterr().err
+    assert f"no such run folder: {run_dir / 'nowhere'}" in err and err.count("\n") == 1

@@ -12,9 +12,10 @@ from inspect_helpers import CharTokenizer, assert_picture, labels, tiny
 from test_inspect_curves import write_metrics
 
 from attnlab.cli import main
-from attnlab.inspect import attention_maps, loading
+from attnlab.inspect import attention_maps
 from attnlab.inspect.html import DATA_ID
 from attnlab.inspect.plotting import attention_figsize
+from attnlab.interop import pretrained
 
 DPI = 40
 
@@ -34,7 +35,7 @@ def models(monkeypatch):
             raise FileNotFoundError(f"no model at {name!r}")
         return SimpleNamespace(model=zoo[name](), tokenizer=CharTokenizer(), path=name)
 
-    monkeypatch.setattr(loading, "load_model", load)
+    monkeypatch.setattr(pretrained, "from_pretrained", load)
     return zoo
 
 

@@ -10,7 +10,7 @@ import torch
 from test_inspect_attention import _capture_inputs, _hand_weights
 
 from attnlab.inspect import attention_maps, attention_maps_batch
-from attnlab.inspect.loading import load_model
+from attnlab.interop.pretrained import from_pretrained as load_model
 
 
 def _needs(package: str):

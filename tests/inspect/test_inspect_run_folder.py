@@ -86,7 +86,7 @@ def test_byte_level_bpe_tokens_are_shown_with_spaces(tmp_path) -> None:
     tokenizer = train_bpe_tokenizer([TEXT], vocab_size=300)
     config = ModelConfig(vocab_size=tokenizer.vocab_size, d_model=16, n_heads=2, n_layers=1)
     save_pretrained(tmp_path / "m", build_model(config), tokenizer)
-    from attnlab.inspect.loading import load_model
+    from attnlab.interop.pretrained import from_pretrained as load_model
 
     loaded = load_model(str(tmp_path / "m"))
     amap = attention_maps(loaded.model, loaded.tokenizer, "the question")["self"]

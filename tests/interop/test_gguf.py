@@ -183,6 +183,25 @@ def test_tiny_llama_gguf_with_mixed_types_matches_transformers(tmp_path: Path) -
         )
 
 
+def test_gguf_llama_names_are_the_hf_layout_renamed(tmp_path: Path) -> None:
+    """One Llama name map: the GGUF layout has the Hugging Face layout's entries (same
+    attnlab names, same stacking), and its names are exactly the tensors of a GGUF file."""
+    from attnlab.interop.layouts import LlamaLayout, gguf_llama_name
+
+    _write_tiny_llama(tmp_path / "tiny.gguf", MIXED)
+    config = from_pretrained(tmp_path / "tiny.gguf").model.config
+    hf, named = LlamaLayout().entries(config), LlamaLayout(naming="gguf").entries(config)
+    assert [(e.ours, e.how, len(e.theirs)) for e in hf] == [
+        (e.ours, e.how, len(e.theirs)) for e in named
+    ]
+    reader = gguf.GGUFReader(tmp_path / "tiny.gguf")
+    assert {n for e in named for n in e.theirs} == {t.name for t in reader.tensors}
+    assert gguf_llama_name("layers.1.self_attn.q_proj.weight") == "blk.1.attn_q.weight"
+    assert gguf_llama_name("!lm_head.weight") == "output.weight"
+    with pytest.raises(ValueError, match="'layers.0.rotary_emb.inv_freq' has no GGUF name"):
+        gguf_llama_name("layers.0.rotary_emb.inv_freq")
+
+
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
 def test_int4_codes_run_packed_as_the_dequantized_matmul(qtype: str) -> None:
     """The file's own 4-bit blocks, packed for the int4 kernel, give x @ dequantize(W)^T."""

@@ -1,4 +1,6 @@
-"""Helpers shared by the verbs that use a trained run folder (translate, classify)."""
+"""Helpers shared by the verbs that read texts for a trained run folder (translate, classify):
+the RUN_DIR TEXT / --file arguments and the input lines they give. Loading the run itself is
+``attnlab.interop.pretrained.from_pretrained``, as in every verb."""
 
 from __future__ import annotations
 
@@ -17,20 +19,6 @@ def add_input_arguments(parser: argparse.ArgumentParser, what: str, verb: str) -
         help=f'{what} to {verb}; "-" (or nothing, with piped input) reads standard input',
     )
     parser.add_argument("--file", "-f", help=f"{verb} each line of this UTF-8 file")
-
-
-def load_run(run_dir: str, *, best: bool = False, device: str = "cpu"):  # noqa: ANN201
-    """The model and tokenizer of a run folder (or its ``best/`` checkpoint), on ``device``."""
-    path = Path(run_dir)
-    if best:
-        path = path / "best"
-    if not path.exists():
-        raise FileNotFoundError(f"no such run folder: {path}")
-    from attnlab import from_pretrained
-
-    loaded = from_pretrained(str(path))
-    loaded.model.to(device).eval()
-    return loaded
 
 
 def read_inputs(text: str | None, file: str | None) -> list[str]:

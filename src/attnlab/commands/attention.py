@@ -49,11 +49,11 @@ def _output_path(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from attnlab.inspect.attention import attention_maps_batch
-    from attnlab.inspect.loading import load_model
+    from attnlab.interop.pretrained import from_pretrained
 
     if args.text is None and args.source is None and args.target is None:
         raise ValueError("give --text (or --source and --target for an encoder-decoder)")
-    loaded = load_model(args.model)
+    loaded = from_pretrained(args.model)
     if loaded.tokenizer is None:
         raise ValueError(f"model {args.model!r} comes without a tokenizer")
     batch = attention_maps_batch(

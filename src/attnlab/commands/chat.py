@@ -44,10 +44,11 @@ def _turns(args: argparse.Namespace):  # noqa: ANN202 - yields str
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab import DecoderLM, from_pretrained
     from attnlab.generation import GenerationConfig
-    from attnlab.interop import prepare_for_decoding
     from attnlab.interop.chat import ChatSession
+    from attnlab.interop.decoding import prepare_for_decoding
+    from attnlab.interop.pretrained import from_pretrained
+    from attnlab.models import DecoderLM
 
     generation = GenerationConfig(
         max_new_tokens=args.max_new_tokens,

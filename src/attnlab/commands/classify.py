@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from attnlab.commands._runs import add_input_arguments, load_run, read_inputs
+from attnlab.commands._runs import add_input_arguments, read_inputs
 
 HELP = "classify text with a trained encoder classifier run folder"
 
@@ -26,13 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnlab.interop.pretrained import from_pretrained
     from attnlab.tasks.classification import ClassifierEnsemble, classify
 
     texts = read_inputs(args.text, args.file)
     run_dirs = [args.run_dir, *args.ensemble]
     members, tokenizer = [], None
     for run_dir in run_dirs:
-        loaded = load_run(run_dir, best=args.best, device=args.device)
+        loaded = from_pretrained(run_dir, best=args.best, device=args.device)
         config = loaded.model.config
         if config.family != "encoder" or config.encoder_head != "classifier":
             raise ValueError(

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab import from_pretrained
+    from attnlab.interop.pretrained import from_pretrained
     from attnlab.interop.sentences import cosine_matrix, embed_sentences
 
     loaded = from_pretrained(args.model)

@@ -59,15 +59,15 @@ def _run_config(folder: Path) -> TrainConfig | None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from attnlab import from_pretrained
     from attnlab.config.base import renamed_option
     from attnlab.data import read_text, split_tokens, tokenize_cached
+    from attnlab.interop.pretrained import from_pretrained
     from attnlab.tasks.lm import chars_per_token, evaluate_lm
     from attnlab.training.speed import autocast_context
 
     folder = Path(args.model)
-    loaded = from_pretrained(args.model)
-    model, tokenizer = loaded.model.to(args.device).eval(), loaded.tokenizer
+    loaded = from_pretrained(args.model, device=args.device)
+    model, tokenizer = loaded.model, loaded.tokenizer
     if model.config.family != "decoder":
         raise ValueError(f"{folder} holds a {model.config.family} model; eval measures decoder LMs")
     if tokenizer is None:

@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab import from_pretrained
-    from attnlab.interop import save_hf_model
+    from attnlab.interop.hf import save_hf_model
+    from attnlab.interop.pretrained import from_pretrained
 
     loaded = from_pretrained(args.model)
     folder = save_hf_model(loaded.model, args.output, loaded.tokenizer)

@@ -41,17 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import torch
 
-    from attnlab import from_pretrained
     from attnlab.generation import GenerationConfig, generate, stream
+    from attnlab.interop.pretrained import from_pretrained
     from attnlab.models import DecoderLM
 
-    path = Path(args.run_dir) / "best" if args.best else args.run_dir
-    loaded = from_pretrained(path, dtype=getattr(torch, args.dtype))
-    model, tokenizer = loaded.model.to(args.device).eval(), loaded.tokenizer
+    loaded = from_pretrained(
+        args.run_dir, best=args.best, dtype=getattr(torch, args.dtype), device=args.device
+    )
+    model, tokenizer = loaded.model, loaded.tokenizer
     if not isinstance(model, DecoderLM):
         raise ValueError(
             f"{args.run_dir} holds a {model.config.family} model; generate needs a decoder "

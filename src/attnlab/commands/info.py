@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab import ModelConfig, build_model
+    from attnlab.config import ModelConfig
+    from attnlab.models import build_model
 
     config = ModelConfig.from_json(args.config)
     model = build_model(config)

@@ -39,9 +39,9 @@ def _config(
         if args.kind == "learned":
             raise ValueError("--kind learned needs a MODEL with learned positions")
         return None, None
-    from attnlab.inspect.loading import load_model
+    from attnlab.interop.pretrained import from_pretrained
 
-    model = load_model(args.model).model
+    model = from_pretrained(args.model).model
     config = model.config
     if config.positional != args.kind:
         raise ValueError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from attnlab.commands._runs import add_input_arguments, load_run, read_inputs
+from attnlab.commands._runs import add_input_arguments, read_inputs
 
 HELP = "translate text with a trained encoder-decoder run folder (beam search)"
 
@@ -22,12 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnlab.interop.pretrained import from_pretrained
     from attnlab.tasks.translation import translate
 
     sentences = read_inputs(args.text, args.file)
     if args.beams < 1:
         raise ValueError(f"--beams={args.beams} must be >= 1")
-    loaded = load_run(args.run_dir, best=args.best, device=args.device)
+    loaded = from_pretrained(args.run_dir, best=args.best, device=args.device)
     if loaded.model.config.family != "encoder_decoder":
         raise ValueError(
             f"{args.run_dir} holds a {loaded.model.config.family} model; translate needs an "

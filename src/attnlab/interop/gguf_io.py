@@ -2,15 +2,18 @@
 
 Tensors are dequantized to float with vectorised numpy code for F32, F16, BF16, Q8_0, Q4_0
 and Q4_1 (block layouts as in ``gguf.quants``); Q5_0, Q5_1 and the K-quants go through
-``gguf.quants.dequantize``. The Llama architecture maps onto attnlab's ``DecoderLM``; its
-query/key rows are stored permuted for llama.cpp's interleaved RoPE and are put back into
-the rotate-half order here. The tokenizer (byte-level BPE) and the chat template come from
-the file's metadata.
+``gguf.quants.dequantize``. The Llama architecture maps onto attnlab's ``DecoderLM``
+through the same ``LlamaLayout`` as a Hugging Face Llama (its config from the ``llama.*``
+metadata, its tensors named by llama.cpp: ``LlamaLayout(naming="gguf")``); what is GGUF's
+own stays here: dequantizing, and the query/key rows that llama.cpp stores permuted for its
+interleaved RoPE, put back into the rotate-half order. The tokenizer (byte-level BPE) and
+the chat template come from the file's metadata.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from torch import Tensor
 
 from attnlab.config import ModelConfig
 from attnlab.interop._build import model_from_state
+from attnlab.interop.layouts import LlamaLayout, gguf_llama_name, to_attnlab
 from attnlab.models import DecoderLM
 from attnlab.nn.quantized import QuantizedLinear, int4_supported
 from attnlab.tokenizers import Tokenizer
@@ -171,54 +175,50 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.swapaxes(1, 2).reshape(rows, *w.shape[3:])  # (H*Dh, D)
 
 
-def _llama_config(reader: gguf.GGUFReader, names: set[str]) -> ModelConfig:
-    def key(k: str, default: Any = None) -> Any:
-        return _field(reader, f"llama.{k}", default)
+LLAMA = LlamaLayout(naming="gguf")
+# the token embedding and the untied vocabulary head, by their GGUF names
+_EMBEDDING, _OUTPUT = gguf_llama_name("embed_tokens.weight"), gguf_llama_name("lm_head.weight")
 
-    d_model, heads = int(key("embedding_length")), int(key("attention.head_count"))
-    head_dim = int(key("rope.dimension_count", d_model // heads))
+# GGUF metadata key (after "llama.") -> the Hugging Face config key LlamaLayout reads
+_LLAMA_CONFIG_KEYS = {
+    "vocab_size": "vocab_size",
+    "embedding_length": "hidden_size",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "feed_forward_length": "intermediate_size",
+    "block_count": "num_hidden_layers",
+    "context_length": "max_position_embeddings",
+    "rope.freq_base": "rope_theta",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+}
+
+
+def _llama_config(reader: gguf.GGUFReader, names: set[str]) -> ModelConfig:
+    """The ``llama.*`` metadata as a Hugging Face Llama config, read by ``LlamaLayout``."""
+    hf: dict[str, Any] = {"rms_norm_eps": 1e-5, "tie_word_embeddings": _OUTPUT not in names}
+    for key, hf_key in _LLAMA_CONFIG_KEYS.items():
+        value = _field(reader, f"llama.{key}")
+        if value is not None:
+            hf[hf_key] = value
+    if "vocab_size" not in hf and reader.get_field("tokenizer.ggml.tokens") is not None:
+        hf["vocab_size"] = len(reader.get_field("tokenizer.ggml.tokens").data)
+    d_model, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
+    head_dim = int(_field(reader, "llama.rope.dimension_count", d_model // heads))
     if head_dim * heads != d_model:
         raise ValueError(
             f"llama.rope.dimension_count={head_dim} is not d_model/heads={d_model // heads}; "
             "partial rotary embeddings are not supported"
         )
-    tokens = reader.get_field("tokenizer.ggml.tokens")
-    vocab = key("vocab_size") or (len(tokens.data) if tokens is not None else None)
-    return ModelConfig(
-        family="decoder",
-        vocab_size=int(vocab),
-        d_model=d_model,
-        n_heads=heads,
-        n_kv_heads=int(key("attention.head_count_kv", heads)),
-        d_ff=int(key("feed_forward_length")),
-        n_layers=int(key("block_count")),
-        max_seq_len=int(key("context_length", 2048)),
-        positional="rope",
-        rope_base=float(key("rope.freq_base", 10000.0)),
-        norm="rmsnorm",
-        norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
-        norm_placement="pre",
-        activation="swiglu",
-        bias=False,
-        tie_embeddings="output.weight" not in names,
-    )
+    return LLAMA.to_config(hf, names)
 
 
-def _llama_names(config: ModelConfig) -> dict[str, str]:
-    """attnlab name -> GGUF name (the stacked Q/K/V and gate/up are added by the caller)."""
-    names = {
-        "stack.embeddings.tokens.weight": "token_embd.weight",
-        "stack.final_norm.weight": "output_norm.weight",
-    }
-    if not config.tie_embeddings:
-        names["lm_head.weight"] = "output.weight"
-    for i in range(config.n_layers):
-        ours, theirs = f"stack.blocks.{i}", f"blk.{i}"
-        names[f"{ours}.norm_attn.weight"] = f"{theirs}.attn_norm.weight"
-        names[f"{ours}.self_attn.out_proj.weight"] = f"{theirs}.attn_output.weight"
-        names[f"{ours}.norm_ff.weight"] = f"{theirs}.ffn_norm.weight"
-        names[f"{ours}.feed_forward.fc_out.weight"] = f"{theirs}.ffn_down.weight"
-    return names
+def _permuted_heads(name: str, config: ModelConfig) -> int | None:
+    """The heads of a GGUF matrix whose rows llama.cpp permuted (query, key), else None."""
+    if name.endswith(".attn_q.weight"):
+        return config.n_heads
+    if name.endswith(".attn_k.weight"):
+        return config.n_kv_heads
+    return None
 
 
 def read_tensor(tensor: Any) -> np.ndarray:
@@ -226,53 +226,38 @@ def read_tensor(tensor: Any) -> np.ndarray:
     return _dequantize(tensor.data, tensor.tensor_type, _tensor_shape(tensor), tensor.name)
 
 
+class _LlamaTensors(Mapping[str, np.ndarray]):
+    """A GGUF file's tensors by name, dequantized when read, query/key rows unpermuted."""
+
+    def __init__(self, reader: gguf.GGUFReader, config: ModelConfig) -> None:
+        self._tensors = {t.name: t for t in reader.tensors}
+        self._config = config
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        values = read_tensor(self._tensors[name])
+        heads = _permuted_heads(name, self._config)
+        return values if heads is None else _unpermute(values, heads)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tensors  # without reading it
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
 def _llama_state(
     reader: gguf.GGUFReader, config: ModelConfig, packed: dict[str, QuantizedLinear] | None = None
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """The dense state dict; the weight of each module in ``packed`` is an untouched
-    ``torch.empty`` placeholder instead (the module replaces its linear layer later)."""
-    tensors = {t.name: t for t in reader.tensors}
+    """The dense state dict, through ``LlamaLayout``; the weight of each module in ``packed``
+    is an untouched ``torch.empty`` placeholder instead (the module replaces its linear
+    layer later)."""
     skip = {f"{name}.weight": layer for name, layer in (packed or {}).items()}
-
-    def get(name: str) -> np.ndarray:
-        if name not in tensors:
-            raise ValueError(f"GGUF file has no tensor {name!r}")
-        return read_tensor(tensors[name])
-
-    def placeholder(ours: str) -> Tensor:
-        layer = skip[ours]
-        return torch.empty(layer.out_features, layer.in_features)
-
-    names = _llama_names(config)
-    state = {
-        ours: placeholder(ours) if ours in skip else torch.from_numpy(get(theirs))
-        for ours, theirs in names.items()
-    }
-
-    def stacked(ours: str, theirs: list[tuple[str, int | None]]) -> None:
-        """One attnlab matrix from the rows of several GGUF matrices, (name, heads) each:
-        heads given for Q and K, whose rows GGUF permutes."""
-        names[ours] = " + ".join(name for name, _ in theirs)
-        if ours in skip:
-            state[ours] = placeholder(ours)
-            return
-        parts = [get(n) if heads is None else _unpermute(get(n), heads) for n, heads in theirs]
-        state[ours] = torch.from_numpy(np.concatenate(parts))
-
-    for i in range(config.n_layers):
-        ours, blk = f"stack.blocks.{i}", f"blk.{i}"
-        stacked(  # (H*Dh + 2*Hkv*Dh, D)
-            f"{ours}.self_attn.in_proj.weight",
-            [
-                (f"{blk}.attn_q.weight", config.n_heads),
-                (f"{blk}.attn_k.weight", config.n_kv_heads),
-                (f"{blk}.attn_v.weight", None),
-            ],
-        )
-        stacked(  # (2 * d_ff, D)
-            f"{ours}.feed_forward.gate_up.weight",
-            [(f"{blk}.ffn_gate.weight", None), (f"{blk}.ffn_up.weight", None)],
-        )
+    state, names = to_attnlab(LLAMA, config, _LlamaTensors(reader, config), skip)
+    for ours in skip.keys() & names.keys():  # not a tied head: it has no tensor of its own
+        state[ours] = torch.empty(skip[ours].out_features, skip[ours].in_features)
     return state, names
 
 
@@ -280,28 +265,35 @@ def _tensor_shape(tensor: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in reversed(tensor.shape.tolist()))  # GGUF lists ne0 first
 
 
+# the attnlab linear layers that may run packed (the vocabulary head is added apart)
+_PACKABLE = ("in_proj", "out_proj", "gate_up", "fc_out")
+
+
 def _packed_linears(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, QuantizedLinear]:
     """attnlab module name -> ``QuantizedLinear`` for every linear layer that runs packed.
 
     Stored as Q4_0/Q4_1 (every matrix of the blocks, usually): int4, the file's own codes
-    and scales (exact but for bfloat16 scales). Other types and shapes the kernels do not
-    take stay dense ``nn.Linear`` layers; ``load_gguf`` adds a Q8_0 vocabulary head (the
-    tied token embedding of most 4-bit files), requantized to int8 with one scale per row,
-    which halves its bytes against bfloat16 (lossy: see ``QuantizedLinear.quantize``); the
-    token lookup keeps the dense table.
+    and scales (exact but for bfloat16 scales), stacked as ``LlamaLayout`` stacks the dense
+    weights. Other types and shapes the kernels do not take stay dense ``nn.Linear``
+    layers; ``load_gguf`` adds a Q8_0 vocabulary head (the tied token embedding of most
+    4-bit files), requantized to int8 with one scale per row, which halves its bytes
+    against bfloat16 (lossy: see ``QuantizedLinear.quantize``); the token lookup keeps the
+    dense table.
     """
     tensors = {t.name: t for t in reader.tensors}
 
-    def blocks(name: str, heads: int | None = None) -> tuple[np.ndarray, ...] | None:
+    def blocks(name: str) -> tuple[np.ndarray, ...] | None:
         t = tensors.get(name)
         if t is None or t.tensor_type.name not in INT4_TYPES:
             return None
         parts = int4_codes(t.data, t.tensor_type, _tensor_shape(t), name)
+        heads = _permuted_heads(name, config)
         return parts if heads is None else tuple(_unpermute(p, heads) for p in parts)
 
     def add(ours: str, parts: list[tuple[np.ndarray, ...] | None]) -> None:
         if any(p is None for p in parts):
             return
+        # rows stacked as the layout's entry lists them: (H*Dh + 2*Hkv*Dh, D) or (2*d_ff, D)
         codes, scale, zero = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
         if not int4_supported(*codes.shape):
             logger.info("%s %s stays dense: the int4 kernel cannot take it", ours, codes.shape)
@@ -312,26 +304,17 @@ def _packed_linears(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, Q
         packed[ours] = layer
 
     packed: dict[str, QuantizedLinear] = {}
-    matrices = ("out_proj.weight", "fc_out.weight")
-    for ours, theirs in _llama_names(config).items():
-        if ours.endswith(matrices):
-            add(ours.removesuffix(".weight"), [blocks(theirs)])
-    for i in range(config.n_layers):
-        qkv = [
-            blocks(f"blk.{i}.attn_q.weight", config.n_heads),
-            blocks(f"blk.{i}.attn_k.weight", config.n_kv_heads),
-            blocks(f"blk.{i}.attn_v.weight"),
-        ]
-        add(f"stack.blocks.{i}.self_attn.in_proj", qkv)  # (H*Dh + 2*Hkv*Dh, D)
-        gate_up = [blocks(f"blk.{i}.ffn_gate.weight"), blocks(f"blk.{i}.ffn_up.weight")]
-        add(f"stack.blocks.{i}.feed_forward.gate_up", gate_up)  # (2 * d_ff, D)
+    for entry in LLAMA.entries(config):
+        module = entry.ours.removesuffix(".weight")
+        if entry.ours.endswith(".weight") and module.endswith(_PACKABLE):
+            add(module, [blocks(name) for name in entry.theirs])
     add("lm_head", [blocks(_head_name(config))])
     return packed
 
 
 def _head_name(config: ModelConfig) -> str:
     """The GGUF tensor that holds the vocabulary head (the token embedding when tied)."""
-    return "token_embd.weight" if config.tie_embeddings else "output.weight"
+    return _EMBEDDING if config.tie_embeddings else _OUTPUT
 
 
 def gguf_tokenizer(reader: gguf.GGUFReader) -> Tokenizer:

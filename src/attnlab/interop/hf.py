@@ -1,6 +1,7 @@
 """Hugging Face model folders: ``config.json`` plus ``model.safetensors`` (optionally
 sharded with an index) or ``pytorch_model.bin`` (read with ``weights_only=True``), and a
-``tokenizer.json``; read into attnlab models and written back."""
+``tokenizer.json`` (read by ``attnlab.tokenizers.read_tokenizer``); read into attnlab models
+and written back."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer as HFTokenizer
 from torch import Tensor
 
 from attnlab.interop._build import model_from_state
 from attnlab.interop.layouts import from_attnlab, layout_for, layout_for_config, to_attnlab
 from attnlab.models import TransformerModel
 from attnlab.tokenizers import Tokenizer
+from attnlab.tokenizers.pretrained import read_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -40,34 +41,6 @@ def read_weights(folder: Path) -> dict[str, Tensor]:
             folder / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True
         )
     raise FileNotFoundError(f"{folder} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
-
-
-def _token(value: Any) -> str | None:
-    """A special token from tokenizer_config.json / special_tokens_map.json (str or dict)."""
-    if isinstance(value, dict):
-        return value.get("content")
-    return value if isinstance(value, str) else None
-
-
-def read_tokenizer(folder: Path) -> Tokenizer | None:
-    """The folder's ``tokenizer.json`` (padding is turned off by ``Tokenizer``), with its
-    special tokens."""
-    path = folder / "tokenizer.json"
-    if not path.is_file():
-        return None
-    hf = HFTokenizer.from_file(str(path))
-    special: dict[str, Any] = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        if (folder / name).is_file():
-            special.update(json.loads((folder / name).read_text(encoding="utf-8")))
-    roles = {
-        "pad_token": _token(special.get("pad_token")),
-        "bos_token": _token(special.get("bos_token") or special.get("cls_token")),
-        "eos_token": _token(special.get("eos_token") or special.get("sep_token")),
-        "unk_token": _token(special.get("unk_token")),
-    }
-    # a role the folder does not name is looked up by its usual names ("auto")
-    return Tokenizer(hf, **{k: v for k, v in roles.items() if v is not None})
 
 
 def read_config(folder: Path) -> dict[str, Any]:

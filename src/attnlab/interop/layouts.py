@@ -10,14 +10,18 @@ transforms differ between the families; the model is always attnlab's own:
 - GPT-2 (``GPT2LMHeadModel``): pre-norm LayerNorm, tanh GELU, learned positions, a tied
   head; its ``Conv1D`` layers store weights as (in, out), so they are transposed.
 - Llama (``LlamaForCausalLM``): pre-norm RMSNorm, SwiGLU (gate, up, down), RoPE in the
-  rotate-half layout, grouped key/value heads, no biases.
+  rotate-half layout, grouped key/value heads, no biases. The same layout reads the Llama
+  tensors of a GGUF file (``LlamaLayout(naming="gguf")``: llama.cpp's names, from the one
+  map ``GGUF_LLAMA_NAMES``); ``attnlab.interop.gguf_io`` dequantizes them first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -293,10 +297,49 @@ class GPT2Layout(Layout):
         return out
 
 
+# The one Llama name map: a Hugging Face module name -> llama.cpp's name for it in GGUF files
+# ("{i}": the block's number). The ".weight"/".bias" suffix is the same in both.
+GGUF_LLAMA_NAMES = {
+    "embed_tokens": "token_embd",
+    "norm": "output_norm",
+    "lm_head": "output",
+    "layers.{i}.input_layernorm": "blk.{i}.attn_norm",
+    "layers.{i}.self_attn.q_proj": "blk.{i}.attn_q",
+    "layers.{i}.self_attn.k_proj": "blk.{i}.attn_k",
+    "layers.{i}.self_attn.v_proj": "blk.{i}.attn_v",
+    "layers.{i}.self_attn.o_proj": "blk.{i}.attn_output",
+    "layers.{i}.post_attention_layernorm": "blk.{i}.ffn_norm",
+    "layers.{i}.mlp.gate_proj": "blk.{i}.ffn_gate",
+    "layers.{i}.mlp.up_proj": "blk.{i}.ffn_up",
+    "layers.{i}.mlp.down_proj": "blk.{i}.ffn_down",
+}
+
+
+def gguf_llama_name(hf_name: str) -> str:
+    """llama.cpp's GGUF name for a Llama tensor's Hugging Face name (without the ``model.``
+    prefix; ``!lm_head.weight`` as ``LlamaLayout`` writes it), via ``GGUF_LLAMA_NAMES``."""
+    module, suffix = hf_name.removeprefix("!").rsplit(".", 1)
+    block = None
+    if module.startswith("layers."):
+        _, number, rest = module.split(".", 2)
+        block, module = int(number), f"layers.{{i}}.{rest}"
+    if module not in GGUF_LLAMA_NAMES:
+        raise ValueError(f"Llama tensor {hf_name!r} has no GGUF name")
+    return f"{GGUF_LLAMA_NAMES[module].format(i=block)}.{suffix}"
+
+
 class LlamaLayout(Layout):
+    """``naming``: "hf" for a Hugging Face checkpoint's tensor names, "gguf" for llama.cpp's
+    (the same entries, each name put through ``gguf_llama_name``)."""
+
     model_type = "llama"
     architectures = ("LlamaForCausalLM",)
     prefix = "model."
+
+    def __init__(self, naming: str = "hf") -> None:
+        if naming not in ("hf", "gguf"):
+            raise ValueError(f"naming={naming!r} must be 'hf' or 'gguf'")
+        self.naming = naming
 
     def to_config(self, hf: dict[str, Any], tensor_names: set[str]) -> ModelConfig:
         if hf.get("hidden_act", "silu") != "silu":
@@ -371,6 +414,12 @@ class LlamaLayout(Layout):
         )
 
     def entries(self, c: ModelConfig) -> list[Entry]:
+        out = self._hf_entries(c)
+        if self.naming == "gguf":
+            out = [Entry(e.ours, tuple(map(gguf_llama_name, e.theirs)), e.how) for e in out]
+        return out
+
+    def _hf_entries(self, c: ModelConfig) -> list[Entry]:
         out = [Entry("stack.embeddings.tokens.weight", ("embed_tokens.weight",))]
         b = c.bias
         for i in range(c.n_layers):
@@ -418,9 +467,17 @@ def layout_for_config(config: ModelConfig) -> Layout:
 
 
 def to_attnlab(
-    layout: Layout, config: ModelConfig, tensors: dict[str, Tensor]
+    layout: Layout,
+    config: ModelConfig,
+    tensors: Mapping[str, Tensor | np.ndarray],
+    skip: Collection[str] = (),
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Checkpoint tensors -> (attnlab state dict, attnlab name -> checkpoint name)."""
+    """Checkpoint tensors -> (attnlab state dict, attnlab name -> checkpoint name).
+
+    ``tensors`` may be numpy arrays (a GGUF file's, dequantized): they are stacked with
+    numpy, which stays single-threaded. The attnlab names in ``skip`` are left out of the
+    state (their tensors are not read); ``sources`` still names them.
+    """
     prefix = layout.prefix if any(k.startswith(layout.prefix) for k in tensors) else ""
     state: dict[str, Tensor] = {}
     sources: dict[str, str] = {}
@@ -429,15 +486,19 @@ def to_attnlab(
         for name in names:
             if name not in tensors:
                 raise ValueError(f"checkpoint has no tensor {name!r} (needed for {entry.ours})")
+        sources[entry.ours] = " + ".join(names)
+        if entry.ours in skip:
+            continue
         parts = [tensors[n] for n in names]
-        if entry.how == STACK:
+        if all(isinstance(p, np.ndarray) for p in parts):
+            parts = [torch.from_numpy(np.concatenate(parts) if len(parts) > 1 else parts[0])]
+        if entry.how == STACK and len(parts) > 1:
             value = torch.cat(parts, dim=0)
         elif entry.how == TRANSPOSE and parts[0].dim() == 2:
             value = parts[0].t()
         else:
             value = parts[0]
         state[entry.ours] = value.contiguous()
-        sources[entry.ours] = " + ".join(names)
     return state, sources
 
 

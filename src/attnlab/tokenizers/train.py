@@ -17,6 +17,8 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from attnlab.bundled import BUNDLED, resolve_name
+from attnlab.tokenizers.pretrained import read_tokenizer
 from attnlab.tokenizers.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, Tokenizer
 
 
@@ -93,9 +95,6 @@ def train_bpe_tokenizer(
 def tokenizer_from_spec(spec: str, texts: Iterable[str] | str, bpe_vocab_size: int) -> Tokenizer:
     """``char`` or ``bpe`` (trained on ``texts``), a bundled pretrained model's name (its
     vocabulary, e.g. ``minilm``'s WordPiece), or the path of a ``tokenizer.json``."""
-    from attnlab.interop.hf import read_tokenizer
-    from attnlab.interop.pretrained import BUNDLED, resolve_name
-
     if spec == "char":
         return train_char_tokenizer(texts)
     if spec == "bpe":
