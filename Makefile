@@ -20,6 +20,7 @@ setup: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports  # the layers in pyproject.toml: imports only go down, no cycles
 
 test: lint
 	$(PY) -m pytest
