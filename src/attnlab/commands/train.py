@@ -199,6 +199,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnlab.checkpoint import BEST_DIR
     from attnlab.training import TrainingDivergedError, new_run, resume_run
 
     config = build_config(args)
@@ -231,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         extra = f", bits/char {m['bits_per_char']:.3f}" if "bits_per_char" in m else ""
         print(f"val loss {m['loss']:.4f}, ppl {m['ppl']:.2f}{extra}")
     if result.best_val_loss is not None:
-        print(f"best val loss {result.best_val_loss:.4f} (weights in {trainer.out_dir / 'best'})")
+        print(f"best val loss {result.best_val_loss:.4f} (weights in {trainer.out_dir / BEST_DIR})")
     print(f"checkpoint: {trainer.out_dir}")
     if result.stop_reason == "interrupted":
         return 130

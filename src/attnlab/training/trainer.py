@@ -26,6 +26,7 @@ import torch
 
 from attnlab.atomic import atomic_write_text
 from attnlab.checkpoint import (
+    BEST_DIR,
     STATE_FILE,
     load_state,
     load_weights,
@@ -50,7 +51,6 @@ __all__ = ["METRICS_FILE", "TRAIN_CONFIG_FILE", "TrainResult", "Trainer", "Train
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_CONFIG_FILE = "train_config.json"
-BEST_DIR = "best"
 _STATE_FORMAT = 1
 _log = logging.getLogger(__name__)
 
