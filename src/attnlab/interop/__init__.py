@@ -1,4 +1,6 @@
-"""Load and save other formats: Hugging Face folders and GGUF files."""
+"""Load and save models: ``from_pretrained`` (the one loader every verb uses: run and model
+folders, Hugging Face folders, GGUF files, bundled names), Hugging Face and GGUF formats
+through one layout per architecture, chat templates and sentence embeddings."""
 
 from attnlab.interop.decoding import prepare_for_decoding
 from attnlab.interop.gguf_io import SUPPORTED_TYPES, GGUFContents, dequantize, load_gguf
