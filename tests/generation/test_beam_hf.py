@@ -9,6 +9,10 @@ finished) and ``False`` (stop when the best running beam, scored at its current 
 cannot beat the worst finished one; transformers' default heuristic). The score is
 ``sum(log p) / n_new ** length_penalty`` in both, ``n_new`` counting the generated tokens with
 the end-of-sequence token; attnlab has no ``early_stopping="never"``.
+
+transformers has no encoder-decoder that maps onto attnlab's, so the encoder-decoder is
+compared with ``_reference``: transformers' beam search transcribed step by step on a
+next-token function, itself checked against transformers on every GPT-2 case.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnlab.generation import DecoderSession, GenerationConfig, beam_search, generate
+from attnlab.generation import (
+    DecoderSession,
+    GenerationConfig,
+    beam_search,
+    generate,
+    generate_seq2seq,
+)
 from attnlab.interop import load_hf_model
 from required import module
 
@@ -55,6 +65,50 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple]:
         ours, _ = load_hf_model(Path(path))
         out[seed] = (ref, ours.eval())
     return out
+
+
+def _reference(next_logprobs, num_beams: int, config: tuple) -> list[int]:
+    """transformers' ``_beam_search`` (5.x) for one row, without batching or a cache:
+    ``next_logprobs(tokens)`` gives the log-probabilities after the generated ``tokens``."""
+    max_new, eos, length_penalty, early_stopping = config
+    running = [(0.0, [])] + [(-1e9, [])] * (num_beams - 1)
+    finished: list[tuple[float, list[int]]] = []
+    improvable = True  # transformers' is_early_stop_heuristic_unsatisfied
+    for step in range(max_new):
+        n_new = step + 1
+        candidates = [
+            (score + float(lp), [*tokens, token])
+            for score, tokens in running
+            for token, lp in enumerate(next_logprobs(tokens).tolist())
+        ]
+        candidates.sort(key=lambda c: -c[0])  # stable: ties keep beam-major order, as topk
+        top = candidates[: 2 * num_beams]
+        hits = [tokens[-1] == eos or n_new == max_new for _, tokens in top]
+        open_ = [(s - 1e9 * h, t) for (s, t), h in zip(top, hits, strict=True)]
+        running = sorted(open_, key=lambda c: -c[0])[:num_beams]
+        full = len(finished) == num_beams
+        if improvable and not (full and early_stopping):
+            for rank, ((score, tokens), hit) in enumerate(zip(top, hits, strict=True)):
+                if rank < num_beams and hit:
+                    finished.append((score / n_new**length_penalty, tokens))
+            finished = sorted(finished, key=lambda c: -c[0])[:num_beams]
+        full = len(finished) == num_beams
+        worst = finished[-1][0] if full else -1e9
+        improvable = improvable and running[0][0] / n_new**length_penalty > worst
+        if not improvable or (full and early_stopping) or all(hits):
+            break
+    return finished[0][1]
+
+
+def _next_logprobs(ref, prompt: torch.Tensor):  # noqa: ANN202
+    """transformers' next-token log-probabilities after ``prompt`` and the generated tokens."""
+
+    @torch.no_grad()
+    def next_logprobs(tokens: list[int]) -> torch.Tensor:
+        ids = torch.cat([prompt[0], torch.tensor(tokens, dtype=torch.long)])[None]
+        return ref(ids).logits[0, -1].log_softmax(-1)
+
+    return next_logprobs
 
 
 def _until_eos(tokens: list[int], eos: int) -> list[int]:
@@ -113,6 +167,12 @@ def test_beam_search_matches_transformers(models, seed: int, num_beams: int) -> 
                 got, steps = _attnlab_beams(ours, prompt, config)
                 case = f"prompt {prompt.tolist()}, eos {eos}, {length_penalty=}, {early_stopping=}"
                 assert got == want, case
+                reference = _reference(
+                    _next_logprobs(ref, prompt),
+                    num_beams,
+                    (NEW, eos, length_penalty, early_stopping),
+                )
+                assert _until_eos(reference, eos) == want, case
                 # generate() takes the same path (and pads after the end of a batch's row)
                 padded = generate(ours, prompt, config)[0, PROMPT:].tolist()
                 assert padded[: len(got)] == got, case
@@ -125,3 +185,43 @@ def test_beam_search_matches_transformers(models, seed: int, num_beams: int) -> 
     # that stop before the limit, and answers that greedy decoding does not find
     assert cases >= 10
     assert finished_early > 0 and stopped_early > 0 and beat_greedy > 0
+
+
+@pytest.mark.parametrize("num_beams", [2, 3, 4])
+def test_seq2seq_beam_search_matches_the_reference(tiny_seq2seq, num_beams: int) -> None:
+    bos = 1
+    gen = torch.Generator().manual_seed(7)
+    finished_early = beat_greedy = cases = 0
+    for seed, init_std in [(0, 0.3), (1, 0.3), (0, 0.15), (1, 0.15), (2, 0.15)]:
+        model = tiny_seq2seq("rope", 2, seed=seed, init_std=init_std)
+        source = torch.randint(4, 30, (1, 6), generator=gen)
+
+        @torch.no_grad()
+        def next_logprobs(tokens: list[int], model=model, source=source) -> torch.Tensor:
+            target = torch.tensor([[bos, *tokens]])
+            return model(source, target).logits[0, -1].log_softmax(-1)
+
+        plain = GenerationConfig(max_new_tokens=NEW)
+        free = generate_seq2seq(model, source, plain, bos_token_id=bos)[0, 1:].tolist()
+        for eos in dict.fromkeys([free[1], free[3]]):
+            greedy = GenerationConfig(max_new_tokens=NEW, eos_token_ids=[eos])
+            greedy = generate_seq2seq(model, source, greedy, bos_token_id=bos)[0, 1:].tolist()
+            for length_penalty, early_stopping in SETTINGS:
+                config = GenerationConfig(
+                    max_new_tokens=NEW,
+                    num_beams=num_beams,
+                    length_penalty=length_penalty,
+                    early_stopping=early_stopping,
+                    eos_token_ids=[eos],
+                )
+                got = generate_seq2seq(model, source, config, bos_token_id=bos)[0, 1:].tolist()
+                got = _until_eos(got, eos)
+                want = _reference(
+                    next_logprobs, num_beams, (NEW, eos, length_penalty, early_stopping)
+                )
+                case = f"seed {seed}, {init_std=}, eos {eos}, {length_penalty=}, {early_stopping=}"
+                assert got == _until_eos(want, eos), case
+                cases += 1
+                finished_early += len(got) < NEW
+                beat_greedy += got != _until_eos(greedy, eos)
+    assert cases >= 10 and finished_early > 0 and beat_greedy > 0
