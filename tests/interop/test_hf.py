@@ -10,7 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-transformers = pytest.importorskip("transformers")
+from required import module  # noqa: E402
+
+transformers = module("transformers")
 
 from attnlab import from_pretrained  # noqa: E402
 from attnlab.interop import load_hf_model, save_hf_model  # noqa: E402
@@ -18,12 +20,22 @@ from attnlab.interop import load_hf_model, save_hf_model  # noqa: E402
 VOCAB = 97
 
 
+@torch.no_grad()
+def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
+    """transformers' fresh init has zero biases and unit norms, under which a swapped bias or
+    norm mapping goes unnoticed: noise on every parameter (biases, norm weights and biases,
+    token, position and type embeddings) makes every tensor distinct."""
+    for param in model.parameters():
+        param.add_(torch.randn_like(param) * 0.05)
+    return model
+
+
 def _gpt2(path: Path, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     config = transformers.GPT2Config(
         vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=40, n_inner=48
     )
-    model = transformers.GPT2LMHeadModel(config).eval()
+    model = _perturbed(transformers.GPT2LMHeadModel(config).eval())
     model.save_pretrained(path)
     return model
 
@@ -39,7 +51,7 @@ def _bert(path: Path, mlm: bool) -> torch.nn.Module:
         max_position_embeddings=40,
     )
     cls = transformers.BertForMaskedLM if mlm else transformers.BertModel
-    model = cls(config).eval()
+    model = _perturbed(cls(config).eval())
     model.save_pretrained(path)
     return model
 
@@ -58,7 +70,7 @@ def _llama(path: Path, tie: bool) -> torch.nn.Module:
         rms_norm_eps=1e-5,
         tie_word_embeddings=tie,
     )
-    model = transformers.LlamaForCausalLM(config).eval()
+    model = _perturbed(transformers.LlamaForCausalLM(config).eval())
     model.save_pretrained(path)
     return model
 
