@@ -210,6 +210,7 @@ def _llama_config(reader: gguf.GGUFReader, names: set[str]) -> ModelConfig:
         ("embedding_length", "hidden_size"),
         ("attention.head_count", "num_attention_heads"),
         ("block_count", "num_hidden_layers"),
+        ("feed_forward_length", "intermediate_size"),
         ("vocab_size", "vocab_size"),
     ):
         value = hf.get(hf_key)

@@ -89,13 +89,15 @@ def load_hf_model(
     model_type = hf_config.get("model_type")
     if not isinstance(model_type, str):
         raise BadFileError(folder / "config.json", f"model_type={model_type!r} is not a name")
-    layout = layout_for(model_type)
+    with reading(folder / "config.json", "not a usable model config"):
+        layout = layout_for(model_type)
     tensors = read_weights(folder)
     with reading(folder / "config.json", "not a usable model config"):
         config = layout.to_config(hf_config, set(tensors))
         check_fits_weights(config, sum(t.numel() for t in tensors.values()))
-    state, sources = to_attnlab(layout, config, tensors)
-    model = model_from_state(config, state, sources, dtype=dtype)
+    with reading(folder, "the weights do not match config.json"):
+        state, sources = to_attnlab(layout, config, tensors)
+        model = model_from_state(config, state, sources, dtype=dtype)
     return model, read_tokenizer(folder)
 
 
