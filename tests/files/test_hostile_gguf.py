@@ -52,7 +52,7 @@ def test_the_51_byte_gguf_fails_in_under_a_second_in_little_memory(tmp_path: Pat
         [sys.executable, "-c", _MEASURE, str(path)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=30,  # gguf alone never ends: TimeoutExpired fails the test
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
