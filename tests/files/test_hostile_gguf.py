@@ -128,3 +128,18 @@ def test_a_tensor_past_the_end_of_the_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "big.gguf").write_bytes(bytes(data))
     with pytest.raises(BadFileError, match="runs past the end of the file"):
         check_gguf_header(tmp_path / "big.gguf")
+
+
+def test_counts_the_reader_would_blow_up_on_are_refused(tmp_path: Path) -> None:
+    """Every string fits the file, but the reader's objects would not fit in memory."""
+    from attnlab.interop import gguf_check
+
+    path = tmp_path / "strings.gguf"
+    count = gguf_check.MAX_STRINGS + 1
+    entry = struct.pack("<Q", 3) + b"abc" + struct.pack("<IIQ", 9, 8, count)
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + entry + bytes(8 * count))
+    with pytest.raises(BadFileError, match="more than 8388608 strings"):
+        check_gguf_header(path)
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 2**20, 0) + bytes(2**20 * 24))
+    with pytest.raises(BadFileError, match="1048576 tensors"):
+        check_gguf_header(path)

@@ -25,6 +25,13 @@ __all__ = ["check_gguf_header"]
 VERSIONS = (2, 3)
 MAX_DIMS = 4  # GGML_MAX_DIMS
 _MAX_NESTING = 8  # arrays of arrays
+# gguf's reader keeps a few hundred bytes of Python objects per string and per tensor,
+# dozens of times the bytes they take in the file: a file full of empty strings would
+# need gigabytes. Real files hold a few dozen keys, up to a few thousand tensors and a few
+# hundred thousand tokens and merges.
+MAX_KEYS = 2**16
+MAX_TENSORS = 2**16
+MAX_STRINGS = 2**23  # strings and nested arrays in all the metadata arrays together
 _FIXED = {
     V.UINT8: 1, V.INT8: 1, V.BOOL: 1, V.UINT16: 2, V.INT16: 2, V.UINT32: 4, V.INT32: 4,
     V.FLOAT32: 4, V.UINT64: 8, V.INT64: 8, V.FLOAT64: 8,
@@ -36,6 +43,7 @@ class _Walker:
 
     def __init__(self, data: bytes | mmap.mmap, path: Path, order: str) -> None:
         self.data, self.path, self.order, self.offset = data, path, order, 0
+        self.strings = 0
 
     def fail(self, problem: str) -> BadFileError:
         return BadFileError(
@@ -86,6 +94,9 @@ class _Walker:
             elif item in (V.STRING, V.ARRAY):
                 smallest = 8 if item == V.STRING else 12
                 self.need(count * smallest, f"{what} ({count} items)")  # before the loop
+                self.strings += count
+                if self.strings > MAX_STRINGS:
+                    raise self.fail(f"{what}: more than {MAX_STRINGS} strings in the metadata")
                 for _ in range(count):
                     self.value(item, what, depth + 1)
             else:
@@ -131,6 +142,11 @@ def _check(data: mmap.mmap | bytes, path: Path, size: int) -> None:
     w.offset = 8
     tensor_count = w.unpack("Q", "the tensor count")
     kv_count = w.unpack("Q", "the metadata count")
+    if kv_count > MAX_KEYS or tensor_count > MAX_TENSORS:
+        raise w.fail(
+            f"{kv_count} metadata keys and {tensor_count} tensors (at most {MAX_KEYS} and "
+            f"{MAX_TENSORS})"
+        )
     w.need(kv_count * 13, f"{kv_count} metadata entries")  # key length, type, 1-byte value
     alignment = GGUF_DEFAULT_ALIGNMENT
     for i in range(kv_count):
