@@ -189,7 +189,8 @@ def load_state(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises RuntimeError, pickle errors, EOFError, ...
-        raise ValueError(f"{path} is corrupt or truncated: {err}") from err
+        lines = str(err).strip().splitlines() or [type(err).__name__]  # torch's run long
+        raise ValueError(f"{path} is corrupt or truncated: {lines[0]}") from err
 
 
 def _existing(path: Path) -> Path:

@@ -54,13 +54,18 @@ def bad_file(path: str | Path, err: BaseException, what: str = "") -> BadFileErr
 def reading(path: str | Path, what: str = "") -> Iterator[None]:
     """Turn any error raised while reading ``path`` into one ``BadFileError`` naming it.
 
-    ``OSError``s (a missing file, permission denied) pass as they are: they name the path
-    and are no fault of the file's contents. ``what`` says what the file was read as.
+    An ``OSError`` that names a path (a missing file, permission denied) passes as it is:
+    no fault of the file's contents; one that names none (``EINVAL`` from mapping a
+    truncated file) is the file's. ``what`` says what the file was read as.
     """
     try:
         yield
-    except (OSError, BadFileError):
+    except BadFileError:
         raise
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise bad_file(path, err, what) from err
     except (Exception, RecursionError) as err:  # noqa: BLE001 - a hostile file raises anything
         raise bad_file(path, err, what) from err
 

@@ -214,3 +214,38 @@ def test_metrics_not_utf8_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as err:
         read_metrics(path)
     _one_line(err, path)
+
+
+@pytest.mark.parametrize("end", [0, 10, 100, 1000, -200, -1])
+def test_truncated_state_pt_is_one_line(tmp_path: Path, end: int) -> None:
+    from attnlab.checkpoint import load_state, save_state
+
+    path = tmp_path / "state.pt"
+    save_state(path, {"step": 3, "weights": torch.arange(100.0)})
+    path.write_bytes(path.read_bytes()[:end])
+    with pytest.raises(ValueError, match="is corrupt or truncated") as err:
+        load_state(path)
+    _one_line(err, path)
+
+
+@pytest.mark.parametrize("end", [0, 10, 200, -100, -1])
+def test_truncated_pytorch_model_bin_is_one_line(hf_folder: Path, end: int) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(hf_folder / "model.safetensors")
+    (hf_folder / "model.safetensors").unlink()
+    path = hf_folder / "pytorch_model.bin"
+    torch.save(tensors, path)
+    path.write_bytes(path.read_bytes()[:end])
+    with pytest.raises(BadFileError) as err:
+        from_pretrained(hf_folder)
+    _one_line(err, path)
+
+
+def test_run_config_nested_too_deep_is_one_line(tmp_path: Path) -> None:
+    from attnlab.training import load_run_config
+
+    (tmp_path / "train_config.json").write_text("[" * 10**5)
+    with pytest.raises(ValueError, match="not a valid training config") as err:
+        load_run_config(tmp_path)
+    _one_line(err, tmp_path / "train_config.json")
