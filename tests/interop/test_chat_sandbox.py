@@ -92,6 +92,8 @@ def test_values_up_to_the_cap_still_render() -> None:
     """The bounds refuse what is too big, not ordinary work near them."""
     text = render_chat("{{ 'Today 20241207 %s' % 'x' }} {{ '{}-{:>5}'.format(1, 2) }}", [])
     assert text == "Today 20241207 x 1-    2"
+    numbers = render_chat("{{ 1700000000|string }} {{ (10**12)|int }}", [])
+    assert numbers == "1700000000 1000000000000"  # big values, not big sizes
     big = render_chat(f"{{{{ 'a' * {MAX_CHARS} }}}}", [])
     assert len(big) == MAX_CHARS
     loops = "{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}ok"

@@ -56,13 +56,15 @@ def _check_number(value: Any, what: str) -> None:
 
 
 def _checked(func: Callable[..., Any], what: str) -> Callable[..., Any]:
-    """``func`` (a filter or test), refusing integer arguments above ``MAX_CHARS`` and
-    results longer than ``MAX_CHARS``."""
+    """``func`` (a filter or test), refusing integer arguments above ``MAX_CHARS`` (a
+    width, a count: not the value filtered, which may be any number) and results longer
+    than ``MAX_CHARS``."""
 
     @functools.wraps(func)  # keeps jinja's pass_context / pass_environment marks
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for arg in (*args, *kwargs.values()):
-            _check_number(arg, what)
+        for index, arg in enumerate((*args, *kwargs.values())):
+            if index or not isinstance(arg, int):  # the value itself is not checked
+                _check_number(arg, what)
             _joined_size(arg, what)  # join, sum, ... over a list of long strings
         return _check_size(func(*args, **kwargs), what)
 
