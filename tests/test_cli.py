@@ -69,3 +69,26 @@ def test_wrong_typed_config_is_a_one_line_error(tmp_path, capsys) -> None:
         err = capsys.readouterr().err
         assert err.startswith(f"attnlab info: error: {path}: not a valid model config")
         assert err.count("\n") == 1
+
+
+def test_hostile_model_files_are_one_line_from_the_command(tmp_path) -> None:
+    """The installed command, as a user runs it: no traceback, the file named, exit 1."""
+    import struct
+
+    huge = tmp_path / "huge.gguf"  # a metadata array of 2^40 items in 51 bytes
+    entry = struct.pack("<Q", 3) + b"abc" + struct.pack("<IIQ", 9, 0, 2**40)
+    huge.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + entry)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2", "n_embd": "many"}')
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    for model, path in ((huge, huge), (folder, folder / "model.safetensors")):
+        out = subprocess.run(
+            [sys.executable, "-m", "attnlab.cli", "generate", str(model)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 1
+        assert out.stderr.startswith(f"attnlab generate: error: {path}: "), out.stderr
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
