@@ -27,3 +27,68 @@ def test_console_script_help() -> None:
         [sys.executable, "-m", "attnlab.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "info" in out.stdout
+
+
+def test_an_os_error_is_one_line_naming_the_path(tmp_path, capsys, monkeypatch) -> None:
+    folder = tmp_path / "config.json"
+    folder.mkdir()  # a folder where a file should be
+    assert main(["info", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"attnlab info: error: Is a directory: {folder}\n"
+
+    from attnlab.commands import info
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", "/runs/x/state.pt")
+
+    monkeypatch.setattr(info, "run", denied)
+    assert main(["info", "x"]) == 1
+    assert capsys.readouterr().err == "attnlab info: error: Permission denied: /runs/x/state.pt\n"
+
+    def full(args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(info, "run", full)
+    assert main(["info", "x"]) == 1
+    assert capsys.readouterr().err == "attnlab info: error: No space left on device (OSError)\n"
+
+
+def test_info_of_a_huge_config_allocates_nothing(tmp_path, capsys) -> None:
+    """info counts parameters on the meta device: a vocabulary of 10^12 is only a number."""
+    path = tmp_path / "config.json"
+    ModelConfig(vocab_size=10**12, d_model=64, n_heads=4, n_layers=1).to_json(path)
+    assert main(["info", str(path)]) == 0
+    assert "parameters: 64,000,0" in capsys.readouterr().out
+
+
+def test_wrong_typed_config_is_a_one_line_error(tmp_path, capsys) -> None:
+    for text in ("[1, 2]", '{"vocab_size": "many"}', '{"d_model": [1]}', "{" * 100000):
+        path = tmp_path / "config.json"
+        path.write_text(text)
+        assert main(["info", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"attnlab info: error: {path}: not a valid model config")
+        assert err.count("\n") == 1
+
+
+def test_hostile_model_files_are_one_line_from_the_command(tmp_path) -> None:
+    """The installed command, as a user runs it: no traceback, the file named, exit 1."""
+    import struct
+
+    huge = tmp_path / "huge.gguf"  # a metadata array of 2^40 items in 51 bytes
+    entry = struct.pack("<Q", 3) + b"abc" + struct.pack("<IIQ", 9, 0, 2**40)
+    huge.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + entry)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2", "n_embd": "many"}')
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    for model, path in ((huge, huge), (folder, folder / "model.safetensors")):
+        out = subprocess.run(
+            [sys.executable, "-m", "attnlab.cli", "generate", str(model)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 1
+        assert out.stderr.startswith(f"attnlab generate: error: {path}: "), out.stderr
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr

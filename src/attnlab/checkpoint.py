@@ -24,7 +24,9 @@ from safetensors.torch import load_model, save_model
 
 from attnlab.atomic import atomic_path, atomic_write_text
 from attnlab.config import ModelConfig
+from attnlab.filecheck import check_size, reading
 from attnlab.models import TransformerModel, build_model
+from attnlab.models.sizes import check_fits_weights
 from attnlab.tokenizers import Tokenizer
 
 CONFIG_FILE = "config.json"
@@ -91,12 +93,12 @@ def save_pretrained(
 def load_config(directory: str | Path) -> ModelConfig:
     """The ModelConfig in ``directory/config.json``."""
     path = _existing(Path(directory) / CONFIG_FILE)
-    try:
-        return ModelConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
-        raise ValueError(f"{path} is not a valid model config: {err}") from err
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
+    check_size(path)
+    with reading(path, "not a valid model config"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON object is needed, not {type(data).__name__}")
+        return ModelConfig.from_dict(data)
 
 
 def load_tokenizer(directory: str | Path, name: str = TOKENIZER_FILE) -> Tokenizer | None:
@@ -138,11 +140,27 @@ def load_pretrained(
                 f"{directory / name} has {tok.vocab_size} tokens but {directory / CONFIG_FILE} "
                 f"has room for {size}"
             )
+    stored = _stored_elements(directory / WEIGHTS_FILE)
+    with reading(directory / CONFIG_FILE, f"does not match the model in {WEIGHTS_FILE}"):
+        check_fits_weights(config, stored)  # before the model is allocated
     model = build_model(config)
     load_weights(model, directory, device=device)
     model.to(device=device, dtype=dtype)
     model.eval()
     return LoadedModel(model, tokenizer, directory, target_tokenizer)
+
+
+def _stored_elements(path: Path) -> int:
+    """How many values the tensors in a safetensors file hold (read from its header)."""
+    path = _existing(path)
+    with reading(path, "corrupt or truncated"), safe_open(str(path), framework="pt") as f:
+        total = 0
+        for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+            n = 1
+            for size in f.get_slice(name).get_shape():
+                n *= size
+            total += n
+        return total
 
 
 def load_weights(
@@ -171,7 +189,8 @@ def load_state(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises RuntimeError, pickle errors, EOFError, ...
-        raise ValueError(f"{path} is corrupt or truncated: {err}") from err
+        lines = str(err).strip().splitlines() or [type(err).__name__]  # torch's run long
+        raise ValueError(f"{path} is corrupt or truncated: {lines[0]}") from err
 
 
 def _existing(path: Path) -> Path:

@@ -66,6 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"attnlab {args.verb}: error: {message}", file=sys.stderr)
         return 1
+    except OSError as err:  # permission denied, disk full, a folder where a file should be
+        print(f"attnlab {args.verb}: error: {os_error_line(err)}", file=sys.stderr)
+        return 1
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an ``OSError``: what went wrong and the path(s) it names."""
+    what = err.strerror or str(err).splitlines()[0] if str(err) else type(err).__name__
+    paths = [p for p in (err.filename, err.filename2) if p is not None]
+    if not paths:
+        return f"{what} ({type(err).__name__})" if err.strerror else what
+    return f"{what}: {' -> '.join(str(p) for p in paths)}"
 
 
 if __name__ == "__main__":

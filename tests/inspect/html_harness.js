@@ -52,6 +52,7 @@ const results = actions.map((a) => {
     key_tokens: keys.map((s) => s.textContent),
     titles: to.map((s) => s.title),
     alphas: to.map((s) => parseFloat(s.style.background.split(",")[3])),
+    backgrounds: to.map((s) => s.style.background),
     detail: byId.detail.textContent,
     kind_box_hidden: byId["kind-box"].style.display === "none",
     layer_options: byId.layer.children.map((o) => o.textContent),

@@ -125,3 +125,50 @@ def test_hover_shows_the_weights_of_the_chosen_layer_and_head(tmp_path, tokenize
     assert results[0]["detail"].startswith(
         json.dumps(maps["encoder"].query_tokens[3], ensure_ascii=False)
     )
+
+
+def _strict_json(text: str) -> object:
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _nan_map() -> AttentionMap:
+    weights = torch.tensor([[[[0.25, float("nan"), 0.75], [float("inf"), 0.5, -float("inf")]]]])
+    return AttentionMap("self", ["a", "b"], ["x", "y", "z"], weights.expand(1, 2, 2, 3).clone())
+
+
+def test_nan_weights_are_null_in_strict_json() -> None:
+    """json.dumps writes NaN and Infinity, which JSON.parse refuses: the page went blank."""
+    data = _strict_json(_parse(attention_html([_nan_map()])).data[DATA_ID])
+    head = data["maps"][0]["weights"][0][0]
+    assert head == [[0.25, None, 0.75], [None, 0.5, None]]
+
+
+def test_nan_weights_are_drawn_hatched_and_the_rest_still_shown(tmp_path) -> None:
+    import shutil  # (main's tests/required.py: program("node") once merged)
+
+    if shutil.which("node") is None:
+        pytest.skip("Node.js not installed")
+    path = write_attention_html([_nan_map()], tmp_path / "nan.html")
+    actions = [
+        {"kind": 0, "layer": 0, "head": 0, "hover": "query", "index": 0},
+        {"kind": 0, "layer": 0, "head": -1, "hover": "query", "index": 0},  # mean of heads
+        {"kind": 0, "layer": 0, "head": 1, "hover": "key", "index": 0},  # column: 0.25, inf
+    ]
+    out = subprocess.run(
+        ["node", str(HARNESS), str(path), json.dumps(actions)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    for result in json.loads(out.stdout):
+        assert result["titles"][1] == "NaN"
+        assert "repeating-linear-gradient" in result["backgrounds"][1]
+    first = json.loads(out.stdout)[0]
+    assert first["titles"] == ["0.2500", "NaN", "0.7500"]
+    assert first["alphas"][2] == 1.0
+    assert first["alphas"][0] == pytest.approx(1 / 3, abs=1e-3)
+    assert first["detail"].splitlines()[1:] == ['  0.7500  "z"', '  0.2500  "x"', '  NaN  "y"']

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         loaded.chat_template,
         system=args.system,
         generation=generation,
+        source=str(loaded.path),
     )
     for text in _turns(args):
         if args.message:

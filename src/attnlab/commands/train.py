@@ -183,7 +183,11 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         values = load_preset(args.config or DEFAULT_PRESET)
         if hasattr(args, "set_data") and not hasattr(args, "set_name"):
             values["name"] = Path(args.set_data).stem or values["name"]  # runs/<your text>
-    values["model"] = dict(values.get("model") or {})
+    source = args.resume if args.config is None and args.resume else args.config
+    model = values.get("model") or {}
+    if not isinstance(model, dict):
+        raise ValueError(f"{source or DEFAULT_PRESET}: model must be a mapping, not {model!r}")
+    values["model"] = dict(model)
     model_fields = model_keys()
     overrides = {k.removeprefix("set_"): v for k, v in vars(args).items() if k.startswith("set_")}
     if "max_seq_len" in overrides:  # the context length: the model's and the windows'
@@ -195,7 +199,10 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
             values["model"][name] = value
         else:
             values[name] = value
-    return TrainConfig.from_dict(values)
+    from attnlab.filecheck import reading
+
+    with reading(source or DEFAULT_PRESET, "not a valid train config"):
+        return TrainConfig.from_dict(values)
 
 
 def run(args: argparse.Namespace) -> int:

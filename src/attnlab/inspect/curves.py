@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from attnlab.filecheck import check_size, reading
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -53,15 +55,18 @@ def read_metrics(path: str | Path) -> TrainingCurves:
     file = path / METRICS_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"no {METRICS_FILE} at {file}")
+    check_size(file)
+    with reading(file, "not UTF-8 text"):
+        text = file.read_text(encoding="utf-8")
     by_split: dict[str, dict[int, dict]] = {"train": {}, "val": {}}
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
             split, step = row["split"], int(row["step"])
             float(row["loss"]), float(row["time"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as err:
             raise ValueError(
                 f"{file}:{number}: not a metrics line (need step, time, split, loss): {err}"
             ) from None

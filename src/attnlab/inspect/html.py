@@ -12,6 +12,9 @@ import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from attnlab.inspect.attention import AttentionMap
 
@@ -48,16 +51,25 @@ _SCRIPT = """
     if (h >= 0) { return layer[h]; }
     return layer[0].map(function (row, i) {
       return row.map(function (_, j) {
-        var s = 0; for (var k = 0; k < layer.length; k++) { s += layer[k][i][j]; }
+        var s = 0;
+        for (var k = 0; k < layer.length; k++) {
+          if (!known(layer[k][i][j])) { return null; }
+          s += layer[k][i][j];
+        }
         return s / layer.length;
       });
     });
   }
+  // a weight that was NaN or infinite is null in the data: drawn hatched, titled "NaN"
+  function known(v) { return typeof v === "number"; }
+  function show(v) { return known(v) ? v.toFixed(4) : "NaN"; }
   function paint(spans, values) {
-    var top = Math.max.apply(null, values.concat([1e-9]));
+    var top = Math.max.apply(null, values.filter(known).concat([1e-9]));
     spans.forEach(function (span, j) {
-      span.style.background = "rgba(230, 90, 20, " + (values[j] / top).toFixed(3) + ")";
-      span.title = values[j].toFixed(4);
+      span.style.background = known(values[j])
+        ? "rgba(230, 90, 20, " + (values[j] / top).toFixed(3) + ")"
+        : "repeating-linear-gradient(45deg, #999 0 2px, #fff 2px 6px)";
+      span.title = show(values[j]);
     });
   }
   function clear() {
@@ -81,10 +93,12 @@ _SCRIPT = """
       span.addEventListener("mouseenter", function () {
         clear(); span.classList.add("active"); paint(ks, w[i]);
         var order = w[i].map(function (v, j) { return [v, j]; })
-          .sort(function (a, b) { return b[0] - a[0]; }).slice(0, 5);
+          .sort(function (a, b) {
+            return known(a[0]) && known(b[0]) ? b[0] - a[0] : known(b[0]) - known(a[0]);
+          }).slice(0, 5);
         detail.textContent = JSON.stringify(m.query_tokens[i]) + " attends to\\n" +
           order.map(function (p) {
-            return "  " + p[0].toFixed(4) + "  " + JSON.stringify(m.key_tokens[p[1]]);
+            return "  " + show(p[0]) + "  " + JSON.stringify(m.key_tokens[p[1]]);
           }).join("\\n");
       });
       span.addEventListener("mouseleave", clear);
@@ -118,15 +132,30 @@ _SCRIPT = """
 
 
 def _json_for_script(value: object) -> str:
-    """JSON that cannot close the <script> element it sits in."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """JSON that cannot close the <script> element it sits in (strict: no NaN)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _finite_or_none(weights: torch.Tensor) -> list:
+    """Nested lists of the weights rounded to DECIMALS, None where a weight is not finite."""
+    values = weights.detach().float().cpu().round(decimals=DECIMALS)
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return values.tolist()
+
+    def keep(value: Any, ok: Any) -> Any:
+        if isinstance(value, list):
+            return [keep(v, o) for v, o in zip(value, ok, strict=True)]
+        return value if ok else None
+
+    return keep(values.tolist(), finite.tolist())
 
 
 def attention_page_data(maps: Sequence[AttentionMap]) -> dict:
     """The JSON object embedded in the page: per map its kind, title, tokens, the model's
     layer and head numbers, and the (L, H, Tq, Tk) weights as nested lists rounded to
-    ``DECIMALS``."""
+    ``DECIMALS``, a NaN or infinite weight as None (JSON null: the page draws it hatched)."""
     return {
         "maps": [
             {
@@ -136,7 +165,7 @@ def attention_page_data(maps: Sequence[AttentionMap]) -> dict:
                 "key_tokens": list(m.key_tokens),
                 "layer_ids": list(m.layer_ids),
                 "head_ids": list(m.head_ids),
-                "weights": m.weights.detach().float().cpu().round(decimals=DECIMALS).tolist(),
+                "weights": _finite_or_none(m.weights),
             }
             for m in maps
         ]

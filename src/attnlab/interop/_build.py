@@ -17,6 +17,7 @@ from torch.overrides import TorchFunctionMode
 
 from attnlab.config import ModelConfig
 from attnlab.models import DecoderLM, EncoderModel, TransformerModel, build_model
+from attnlab.models.sizes import check_fits_weights
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def model_from_state(
     not match the config.
     """
     sources = sources or {}
+    check_fits_weights(config, sum(t.numel() for t in state.values()))  # before allocating
     with _SkipInit():
         model = build_model(config)
     expected = model.state_dict()

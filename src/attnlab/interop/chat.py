@@ -19,25 +19,21 @@ def render_chat(
     add_generation_prompt: bool = True,
     bos_token: str | None = None,
     eos_token: str | None = None,
+    source: str = "chat template",
 ) -> str:
-    """The prompt text for ``messages`` ([{"role": ..., "content": ...}, ...])."""
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    """The prompt text for ``messages`` ([{"role": ..., "content": ...}, ...]), rendered in
+    a bounded sandbox (``attnlab.interop.sandbox``); any failure is one ValueError naming
+    ``source`` (the file the template came from)."""
+    from attnlab.interop.sandbox import render_template
 
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    try:
-        return env.from_string(template).render(
-            messages=messages,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=bos_token or "",
-            eos_token=eos_token or "",
-        )
-    except TemplateError as err:
-        raise ValueError(f"the chat template failed: {err}") from err
+    return render_template(
+        template,
+        source,
+        messages=messages,
+        add_generation_prompt=add_generation_prompt,
+        bos_token=bos_token or "",
+        eos_token=eos_token or "",
+    )
 
 
 def chat_eos_ids(tokenizer: Tokenizer) -> list[int]:
@@ -58,6 +54,7 @@ class ChatSession:
     system: str | None = None
     generation: GenerationConfig | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
+    source: str = "chat template"  # where the template came from, for errors
 
     def __post_init__(self) -> None:
         if self.system:
@@ -75,6 +72,7 @@ class ChatSession:
             self.messages,
             bos_token=self.tokenizer.special_tokens["bos"],
             eos_token=self.tokenizer.special_tokens["eos"],
+            source=self.source,
         )
         return self.tokenizer.encode(text)
 

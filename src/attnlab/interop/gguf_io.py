@@ -27,9 +27,12 @@ from tokenizers import decoders, models, pre_tokenizers, processors
 from torch import Tensor
 
 from attnlab.config import ModelConfig
+from attnlab.filecheck import reading
 from attnlab.interop._build import model_from_state
+from attnlab.interop.gguf_check import check_gguf_header
 from attnlab.interop.layouts import LlamaLayout, gguf_llama_name, to_attnlab
 from attnlab.models import DecoderLM
+from attnlab.models.sizes import check_fits_weights
 from attnlab.nn.quantized import QuantizedLinear, int4_supported
 from attnlab.tokenizers import Tokenizer
 
@@ -56,13 +59,14 @@ class _Reader(gguf.GGUFReader):
 
 
 def open_gguf(path: str | Path) -> gguf.GGUFReader:
+    """The reader of a GGUF file whose header was checked first (``check_gguf_header``):
+    a broken or hostile file is one ``BadFileError`` naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such GGUF file: {path}")
-    try:
+    check_gguf_header(path)
+    with reading(path, "not a readable GGUF file"):
         return _Reader(path, "c")  # copy-on-write: writable views without touching the file
-    except ValueError as err:  # also raised for a tensor type the gguf package does not know
-        raise ValueError(f"{path} is not a readable GGUF file: {err}") from err
 
 
 def _scales(blocks: np.ndarray, start: int) -> np.ndarray:
@@ -202,6 +206,19 @@ def _llama_config(reader: gguf.GGUFReader, names: set[str]) -> ModelConfig:
             hf[hf_key] = value
     if "vocab_size" not in hf and reader.get_field("tokenizer.ggml.tokens") is not None:
         hf["vocab_size"] = len(reader.get_field("tokenizer.ggml.tokens").data)
+    for key, hf_key in (
+        ("embedding_length", "hidden_size"),
+        ("attention.head_count", "num_attention_heads"),
+        ("block_count", "num_hidden_layers"),
+        ("feed_forward_length", "intermediate_size"),
+        ("vocab_size", "vocab_size"),
+    ):
+        value = hf.get(hf_key)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            what = "is missing" if value is None else f"is {value!r}, not an integer"
+            raise ValueError(f"metadata llama.{key} {what}")
+        if value <= 0:
+            raise ValueError(f"metadata llama.{key}={value} must be positive")
     d_model, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
     head_dim = int(_field(reader, "llama.rope.dimension_count", d_model // heads))
     if head_dim * heads != d_model:
@@ -371,13 +388,20 @@ def load_gguf(
     a CPU; the rest of the model is in ``dtype``. The model can no longer be trained or
     exported.
     """
+    path = Path(path)
     reader = open_gguf(path)
+    with reading(path, "not a usable GGUF model"):
+        return _load(reader, path, dtype, quantized)
+
+
+def _load(reader: gguf.GGUFReader, path: Path, dtype: torch.dtype, quantized: bool) -> GGUFContents:
     arch = _field(reader, "general.architecture")
     if arch not in ARCHITECTURES:
         raise ValueError(
             f"GGUF architecture {arch!r} is not supported; supported: {', '.join(ARCHITECTURES)}"
         )
     config = _llama_config(reader, {t.name for t in reader.tensors})
+    check_fits_weights(config, sum(int(t.n_elements) for t in reader.tensors))
     packed = _packed_linears(reader, config) if quantized else {}
     state, names = _llama_state(reader, config, packed)
     if quantized and "lm_head" not in packed:
@@ -392,4 +416,7 @@ def load_gguf(
         model.set_submodule(name, layer)
     if packed:
         logger.info("%d linear layers run packed (%s)", len(packed), path)
-    return GGUFContents(model, gguf_tokenizer(reader), _field(reader, "tokenizer.chat_template"))
+    template = _field(reader, "tokenizer.chat_template")
+    if template is not None and not isinstance(template, str):
+        raise ValueError(f"metadata tokenizer.chat_template is a {type(template).__name__}")
+    return GGUFContents(model, gguf_tokenizer(reader), template)

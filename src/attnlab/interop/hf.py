@@ -14,9 +14,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from attnlab.filecheck import BadFileError, read_json_object, reading
 from attnlab.interop._build import model_from_state
 from attnlab.interop.layouts import from_attnlab, layout_for, layout_for_config, to_attnlab
 from attnlab.models import TransformerModel
+from attnlab.models.sizes import check_fits_weights
 from attnlab.tokenizers import Tokenizer
 from attnlab.tokenizers.pretrained import read_tokenizer
 
@@ -25,21 +27,47 @@ logger = logging.getLogger(__name__)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
+def _load_safetensors(path: Path) -> dict[str, Tensor]:
+    with reading(path, "not a readable safetensors file"):
+        return load_file(path)
+
+
+def shard_names(index: Path) -> list[str]:
+    """The shard files named by ``model.safetensors.index.json``'s ``weight_map``: plain
+    file names inside the folder (no separators, no ``..``, not hidden)."""
+    weight_map = read_json_object(index, "JSON").get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise BadFileError(index, "needs a non-empty 'weight_map' object")
+    for name in weight_map.values():
+        bad = not isinstance(name, str) or name in ("", ".", "..") or name.startswith(".")
+        if bad or "/" in name or "\\" in name or "\0" in name or Path(name).name != name:
+            raise BadFileError(
+                index, f"shard name {name!r} is not a plain file name inside the folder"
+            )
+    return sorted(set(weight_map.values()))
+
+
 def read_weights(folder: Path) -> dict[str, Tensor]:
     """All tensors of a Hugging Face folder, by checkpoint name."""
     if (folder / "model.safetensors").is_file():
-        return load_file(folder / "model.safetensors")
+        return _load_safetensors(folder / "model.safetensors")
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         tensors: dict[str, Tensor] = {}
-        for shard in shards:
-            tensors.update(load_file(folder / shard))
+        for shard in shard_names(index):
+            if not (folder / shard).is_file():
+                raise FileNotFoundError(f"{index} names shard {shard!r}, which {folder} lacks")
+            tensors.update(_load_safetensors(folder / shard))
         return tensors
     if (folder / "pytorch_model.bin").is_file():
-        return torch.load(
-            folder / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True
-        )
+        path = folder / "pytorch_model.bin"
+        with reading(path, "not a readable PyTorch weights file"):
+            weights = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in weights.items()
+        ):
+            raise BadFileError(path, "does not hold a dict of named tensors")
+        return weights
     raise FileNotFoundError(f"{folder} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
 
 
@@ -47,7 +75,7 @@ def read_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json_object(path, "JSON")
 
 
 def load_hf_model(
@@ -58,11 +86,18 @@ def load_hf_model(
     if not folder.is_dir():
         raise FileNotFoundError(f"no such model folder: {folder}")
     hf_config = read_config(folder)
-    layout = layout_for(hf_config.get("model_type"))
+    model_type = hf_config.get("model_type")
+    if not isinstance(model_type, str):
+        raise BadFileError(folder / "config.json", f"model_type={model_type!r} is not a name")
+    with reading(folder / "config.json", "not a usable model config"):
+        layout = layout_for(model_type)
     tensors = read_weights(folder)
-    config = layout.to_config(hf_config, set(tensors))
-    state, sources = to_attnlab(layout, config, tensors)
-    model = model_from_state(config, state, sources, dtype=dtype)
+    with reading(folder / "config.json", "not a usable model config"):
+        config = layout.to_config(hf_config, set(tensors))
+        check_fits_weights(config, sum(t.numel() for t in tensors.values()))
+    with reading(folder, "the weights do not match config.json"):
+        state, sources = to_attnlab(layout, config, tensors)
+        model = model_from_state(config, state, sources, dtype=dtype)
     return model, read_tokenizer(folder)
 
 

@@ -10,7 +10,6 @@ error naming it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from attnlab.bundled import BUNDLED, BundledModel, resolve_name
 from attnlab.checkpoint import BEST_DIR, CONFIG_FILE, LoadedModel, load_pretrained
+from attnlab.filecheck import read_json_object
 from attnlab.interop.gguf_io import load_gguf
 from attnlab.interop.hf import load_hf_model
 
@@ -95,7 +95,7 @@ def from_pretrained(
         config_file = path / CONFIG_FILE
         if not config_file.is_file():
             raise FileNotFoundError(f"{path} is not a model folder: it has no {CONFIG_FILE}")
-        if "model_type" not in json.loads(config_file.read_text(encoding="utf-8")):
+        if "model_type" not in read_json_object(config_file, "JSON"):
             loaded = load_pretrained(path, dtype=dtype)
         else:
             model, tokenizer = load_hf_model(path, dtype=dtype)

@@ -39,13 +39,40 @@ def preset_path(name_or_path: str | Path) -> Path:
     return builtin
 
 
+MAX_YAML_BYTES = 2**20  # a config file; its aliases may expand to at most MAX_YAML_NODES values
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(value: Any, seen: dict[int, int]) -> int:
+    """How many values ``value`` holds once every YAML alias is copied out (as
+    ``dataclasses.asdict`` does): counted over shared nodes once each, so a
+    "billion laughs" file is measured, not expanded."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    if id(value) in seen:
+        return seen[id(value)]
+    seen[id(value)] = 1  # a cycle counts once
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    seen[id(value)] = 1 + sum(_expanded_size(v, seen) for v in items)
+    return seen[id(value)]
+
+
 def load_preset(name_or_path: str | Path) -> dict[str, Any]:
     """The TrainConfig values of a preset or YAML file, as a plain dict."""
     path = preset_path(name_or_path)
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ValueError(f"{path}: {size} bytes is more than a config file may have")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
+        lines = str(err).splitlines() or [type(err).__name__]
+        raise ValueError(f"{path} is not valid YAML: {lines[0]}") from None
+    nodes = _expanded_size(values, {})
+    if nodes > MAX_YAML_NODES:
+        raise ValueError(
+            f"{path}: its aliases expand to {nodes} values (at most {MAX_YAML_NODES} allowed)"
+        )
     if values is None:
         values = {}
     if not isinstance(values, dict):

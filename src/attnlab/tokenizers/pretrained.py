@@ -3,12 +3,12 @@ special tokens that its ``special_tokens_map.json`` / ``tokenizer_config.json`` 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from attnlab.filecheck import check_size, read_json_object, reading
 from attnlab.tokenizers.tokenizer import Tokenizer
 
 
@@ -26,11 +26,13 @@ def read_tokenizer(folder: str | Path) -> Tokenizer | None:
     path = folder / "tokenizer.json"
     if not path.is_file():
         return None
-    hf = HFTokenizer.from_file(str(path))
+    check_size(path)
+    with reading(path, "not a valid tokenizer.json"):  # the Rust side raises Exception
+        hf = HFTokenizer.from_file(str(path))
     special: dict[str, Any] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (folder / name).is_file():
-            special.update(json.loads((folder / name).read_text(encoding="utf-8")))
+            special.update(read_json_object(folder / name, "JSON"))
     roles = {
         "pad_token": _token(special.get("pad_token")),
         "bos_token": _token(special.get("bos_token") or special.get("cls_token")),
@@ -38,4 +40,5 @@ def read_tokenizer(folder: str | Path) -> Tokenizer | None:
         "unk_token": _token(special.get("unk_token")),
     }
     # a role the folder does not name is looked up by its usual names ("auto")
-    return Tokenizer(hf, **{k: v for k, v in roles.items() if v is not None})
+    with reading(path, "special tokens"):
+        return Tokenizer(hf, **{k: v for k, v in roles.items() if v is not None})

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from attnlab.filecheck import check_size, reading
+
 PAD, BOS, EOS, UNK = "<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 
@@ -74,11 +76,9 @@ class Tokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {path}")
-        try:
-            hf = HFTokenizer.from_file(str(path))
-        except Exception as err:  # the Rust side raises plain Exception
-            raise ValueError(f"{path} is not a valid tokenizer.json ({err})") from err
-        return cls(hf, **special_tokens)
+        check_size(path)
+        with reading(path, "not a valid tokenizer.json"):  # the Rust side raises Exception
+            return cls(HFTokenizer.from_file(str(path)), **special_tokens)
 
     @classmethod
     def from_str(cls, json_text: str, **special_tokens: str | None) -> Tokenizer:

@@ -69,7 +69,7 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
         raise FileNotFoundError(f"{path.name} not found in {run_dir}: not a training run folder")
     try:
         return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError) as err:
+    except (json.JSONDecodeError, TypeError, RecursionError) as err:
         raise ValueError(f"{path} is not a valid training config: {err}") from err
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
