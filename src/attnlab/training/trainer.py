@@ -1,10 +1,11 @@
 """The one training loop. A ``Task`` supplies batches and evaluations; the trainer does the
 rest: AdamW (or Muon + AdamW), a warm-up + cosine or WSD schedule, gradient accumulation and
 clipping, bf16 autocast, optional ``torch.compile``, evaluation over the whole validation
-split, step and time budgets, a progress bar, ``metrics.jsonl``, atomic checkpoints (latest
-at the top of the run folder, best by validation loss in ``best/``; with ``ema_decay`` the
-evaluations and ``best/`` use a moving average of the weights), exact resume, a
-checkpoint on Ctrl-C/SIGTERM, and a stop without saving on a NaN/inf loss.
+split, step and time budgets, a progress bar, ``metrics.jsonl``, checkpoints written as one
+unit with signals held (``attnlab.checkpoint.write_checkpoint``: latest at the top of the run
+folder, best by validation loss in ``best/``; with ``ema_decay`` the evaluations and
+``best/`` use a moving average of the weights), exact resume from the last complete
+checkpoint, a checkpoint on Ctrl-C/SIGTERM, and a stop without saving on a NaN/inf loss.
 """
 
 from __future__ import annotations
