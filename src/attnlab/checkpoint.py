@@ -269,6 +269,7 @@ def write_checkpoint(run_dir: str | Path, fill: Callable[[Path], None], step: in
         tmp.chmod(0o755)  # mkdtemp makes it private
         name = _unit_name(run_dir, step, previous)
         os.replace(tmp, run_dir / name)
+        fsync_dir(run_dir)  # the folder's new name is on disk before the pointer names it
         atomic_write_text(run_dir / POINTER_FILE, json.dumps({"folder": name, "step": step}) + "\n")
     except (OSError, RuntimeError, SafetensorError) as err:
         shutil.rmtree(tmp, ignore_errors=True)

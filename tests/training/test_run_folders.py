@@ -175,3 +175,25 @@ def test_export_cli_refuses_the_same_folder_in_one_line(tmp_path: Path, capsys) 
     err = capsys.readouterr().err.strip()
     assert err.startswith("attnlab export: error: cannot export") and "\n" not in err
     assert (run / "config.json").read_text() == "{}"
+
+
+def test_train_cli_refuses_a_busy_folder_in_one_line_and_force_overrides(
+    tmp_path: Path, tiny_text: Path, capsys
+) -> None:
+    from attnlab import cli
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    args = [
+        "train", "--data", str(tiny_text), "--out_dir", str(busy), "--max_steps", "2",
+        "--d_model", "16", "--n_heads", "2", "--n_layers", "1", "--max_seq_len", "16",
+        "--progress", "false", "--compile", "false", "--num_threads", "1", "--sample", "0",
+    ]  # fmt: skip
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"attnlab train: error: out_dir {busy} is not empty") and "\n" not in err
+    assert cli.main([*args, "--force"]) == 0
+    assert (busy / "notes.txt").read_text() == "mine" and (busy / "checkpoint.json").exists()
+    assert cli.main(["train", "--name", "../escape", "--data", str(tiny_text)]) == 1
+    assert "name='../escape' must be a plain folder name" in capsys.readouterr().err
