@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -203,6 +204,7 @@ def _existing(path: Path) -> Path:
 POINTER_FILE = "checkpoint.json"  # in a run folder: names the folder of the latest checkpoint
 _UNIT_PREFIX = "checkpoint-"
 _TMP_PREFIX = ".checkpoint-tmp-"
+_UNIT_NAME = re.compile(r"checkpoint-\d{8,}(\.\d+)?")
 
 
 class CheckpointWriteError(OSError):
@@ -225,7 +227,7 @@ def find_checkpoint(run_dir: str | Path) -> Path:
         name = record["folder"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as err:
         raise ValueError(f"{pointer} is not a valid checkpoint pointer: {err!r}") from err
-    if not isinstance(name, str) or not name.startswith(_UNIT_PREFIX) or Path(name).name != name:
+    if not isinstance(name, str) or not _UNIT_NAME.fullmatch(name):
         raise ValueError(f"{pointer} names {name!r}, not a checkpoint folder of {run_dir}")
     folder = run_dir / name
     if not (folder / STATE_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
@@ -328,5 +330,6 @@ def _remove_stale(run_dir: Path, keep: Path | None) -> None:
     """Remove checkpoint folders other than ``keep`` and temporary folders of saves that
     were cut short."""
     for path in run_dir.iterdir():
-        if path.name.startswith((_UNIT_PREFIX, _TMP_PREFIX)) and path.is_dir() and path != keep:
+        ours = _UNIT_NAME.fullmatch(path.name) or path.name.startswith(_TMP_PREFIX)
+        if ours and path.is_dir() and path != keep:
             shutil.rmtree(path, ignore_errors=True)

@@ -87,10 +87,12 @@ def test_leftovers_of_a_killed_save_are_removed_and_an_uncommitted_unit_is_ignor
     # a save killed after its rename, before checkpoint.json named it; and one killed early
     (run / "checkpoint-00000010").mkdir()
     (run / ".checkpoint-tmp-x").mkdir()
+    (run / "checkpoint-notes").mkdir()  # not ours: kept
     assert find_checkpoint(run).name == "checkpoint-00000005"
     write_checkpoint(run, _fill(_model(0), 10), 10)
     assert sorted(p.name for p in run.iterdir() if "checkpoint-" in p.name) == [
-        "checkpoint-00000010"
+        "checkpoint-00000010",
+        "checkpoint-notes",
     ]
     assert read_weights_metadata(run)["step"] == "10"
     write_checkpoint(run, _fill(_model(0), 10), 10)  # the same step again: a new name

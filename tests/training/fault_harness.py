@@ -39,6 +39,7 @@ import attnlab.training.trainer as tr
 from attnlab import cli
 
 PHASES = ("weights", "files", "commit", "link")
+LIVE: set[int] = set()  # children not reaped yet: killed if the harness itself fails
 TEXT = (
     "To be, or not to be, that is the question:\n"
     "Whether 'tis nobler in the mind to suffer\n"
@@ -142,6 +143,7 @@ class Child:
                     sys.stderr.flush()
                 os._exit(code)
         os.close(write_fd)
+        LIVE.add(pid)
         self.pid, self.fd, self.buffer, self.events = pid, read_fd, b"", []
         self.code: int | None = None
 
@@ -160,6 +162,7 @@ class Child:
     def reap(self) -> None:
         if self.code is None:
             _, status = os.waitpid(self.pid, 0)
+            LIVE.discard(self.pid)
             self.code = os.waitstatus_to_exitcode(status)
             while True:  # the rest of the pipe
                 chunk = os.read(self.fd, 65536)
@@ -240,7 +243,7 @@ def main() -> None:
     def tail(log_number: int) -> str:
         return (logs / f"{log_number:03d}.log").read_text()[-2000:]
 
-    while len(trials) < kills_wanted and time.monotonic() - t0 < 150:
+    while len(trials) < kills_wanted and time.monotonic() - t0 < 300:
         if run is None:  # a fresh run
             chain += 1
             run = work / f"run{chain}"
@@ -308,4 +311,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for pid in LIVE:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

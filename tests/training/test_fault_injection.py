@@ -31,7 +31,7 @@ def report(tmp_path_factory) -> dict:
         [sys.executable, str(HARNESS), str(work), seed, str(KILLS)],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=500,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

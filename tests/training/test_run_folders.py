@@ -163,6 +163,9 @@ def test_export_refuses_its_source_and_foreign_folders(tmp_path: Path) -> None:
     assert check_output(str(run), tmp_path / "new") == tmp_path / "new"
     with pytest.raises(ValueError, match="is a file"):
         check_output(str(run), busy / "a.txt")
+    (busy / "train_config.json").write_text("{}")  # another run: never, even with --force
+    with pytest.raises(ValueError, match="busy is a training run folder"):
+        check_output(str(run), busy, force=True)
 
 
 def test_export_cli_refuses_the_same_folder_in_one_line(tmp_path: Path, capsys) -> None:

@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_output(source: str, output: str | Path, force: bool = False) -> Path:
-    """``output`` as a Path when export may write there: never the source folder or a
-    folder inside it; without ``force`` only a new or empty folder, or one holding a Hugging
-    Face export already (its ``config.json`` has ``model_type``)."""
+    """``output`` as a Path when export may write there: never the source folder, a folder
+    inside it or a training run folder; without ``force`` only a new or empty folder, or one
+    holding a Hugging Face export already (its ``config.json`` has ``model_type``)."""
     out = Path(output)
     src = Path(source)
     if src.is_dir():  # a .gguf file's folder may take the export beside it
@@ -35,6 +35,10 @@ def check_output(source: str, output: str | Path, force: bool = False) -> Path:
             )
     if out.exists() and not out.is_dir():
         raise ValueError(f"{output} is a file, not a folder")
+    if (out / "train_config.json").exists() or (out / "checkpoint.json").exists():
+        raise ValueError(  # even with --force: its files are linked to its checkpoint
+            f"{output} is a training run folder; export into another folder"
+        )
     if force or not out.exists() or not any(out.iterdir()) or _is_hf_folder(out):
         return out
     raise ValueError(
