@@ -361,7 +361,7 @@ class Trainer:
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
         """SIGINT/SIGTERM ask the loop to stop after the current step and save; a second
-        signal interrupts at once."""
+        signal interrupts at once, or, while a checkpoint is being written, right after it."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
