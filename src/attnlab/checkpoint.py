@@ -8,12 +8,21 @@ deletes anything.
 
 A training run folder (see ``attnlab.training``) holds a model folder at its top level (the
 latest weights) and another in ``best/`` (best by validation loss), with
-``train_config.json``, ``state.pt`` and ``metrics.jsonl`` beside them.
+``train_config.json``, ``state.pt`` and ``metrics.jsonl`` beside them. Its latest checkpoint
+is one unit (``write_checkpoint``): a folder ``checkpoint-<step>/`` (weights, ``state.pt``,
+config, tokenizers, ``best/``) written whole and flushed before ``checkpoint.json`` is
+atomically replaced to name it; the top-level files and ``best/`` are hard links to its
+files. A run folder without ``checkpoint.json`` (older runs) keeps its checkpoint at the top.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +31,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
-from attnlab.atomic import atomic_path, atomic_write_text
+from attnlab.atomic import (
+    atomic_path,
+    atomic_write_text,
+    fsync_dir,
+    fsync_tree,
+    replace_with_link,
+)
 from attnlab.config import ModelConfig
 from attnlab.filecheck import check_size, reading
 from attnlab.models import TransformerModel, build_model
@@ -39,18 +54,23 @@ BEST_DIR = "best"  # in a training run folder: the model folder of the lowest va
 __all__ = [
     "BEST_DIR",
     "CONFIG_FILE",
+    "POINTER_FILE",
     "STATE_FILE",
     "TOKENIZER_FILE",
     "WEIGHTS_FILE",
+    "CheckpointWriteError",
     "LoadedModel",
+    "find_checkpoint",
     "load_config",
     "load_pretrained",
     "load_state",
     "load_tokenizer",
     "load_weights",
+    "publish_checkpoint",
     "read_weights_metadata",
     "save_pretrained",
     "save_state",
+    "write_checkpoint",
 ]
 
 
@@ -197,3 +217,138 @@ def _existing(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path.name} not found in {path.parent}")
     return path
+
+
+# -- the checkpoint of a training run: one unit -----------------------------------------------
+POINTER_FILE = "checkpoint.json"  # in a run folder: names the folder of the latest checkpoint
+_UNIT_PREFIX = "checkpoint-"
+_TMP_PREFIX = ".checkpoint-tmp-"
+_UNIT_NAME = re.compile(r"checkpoint-\d{8,}(\.\d+)?")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a file size limit, ...); the previous
+    one is intact."""
+
+
+def find_checkpoint(run_dir: str | Path) -> Path:
+    """The folder holding the latest complete checkpoint of ``run_dir`` (its
+    ``model.safetensors`` and ``state.pt``): the one ``checkpoint.json`` names, or, in a run
+    folder written before checkpoints were units, ``run_dir`` itself."""
+    run_dir = Path(run_dir)
+    pointer = run_dir / POINTER_FILE
+    if not pointer.exists():
+        if (run_dir / STATE_FILE).is_file():
+            return run_dir
+        raise FileNotFoundError(f"no checkpoint in {run_dir} ({POINTER_FILE} not found)")
+    try:
+        record = json.loads(pointer.read_text(encoding="utf-8"))
+        name = record["folder"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as err:
+        raise ValueError(f"{pointer} is not a valid checkpoint pointer: {err!r}") from err
+    if not isinstance(name, str) or not _UNIT_NAME.fullmatch(name):
+        raise ValueError(f"{pointer} names {name!r}, not a checkpoint folder of {run_dir}")
+    folder = run_dir / name
+    if not (folder / STATE_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"{pointer} names {folder}, which is missing or incomplete")
+    return folder
+
+
+def write_checkpoint(run_dir: str | Path, fill: Callable[[Path], None], step: int) -> Path:
+    """Write one checkpoint of the run in ``run_dir`` as a unit and return its folder.
+
+    ``fill(folder)`` writes the files (weights, ``state.pt``, ``config.json``, tokenizers and
+    optionally ``best/``) into a fresh temporary folder inside ``run_dir``; a ``best/`` it
+    does not write is carried over from the previous checkpoint (hard links). Every file is
+    flushed, the folder renamed to ``checkpoint-<step>``, ``checkpoint.json`` atomically
+    replaced to name it and the run folder flushed: the commit. Then the run folder's top
+    level and ``best/`` are pointed at the new files (``publish_checkpoint``) and older
+    checkpoint folders are removed. An interruption at any moment leaves the previous
+    checkpoint or the new one complete; a failure to write (a full disk) raises
+    ``CheckpointWriteError`` and leaves the previous one in place.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        previous: Path | None = find_checkpoint(run_dir)
+    except (FileNotFoundError, ValueError):
+        previous = None
+    _remove_stale(run_dir, keep=previous)
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=run_dir))
+    try:
+        fill(tmp)
+        if (
+            previous is not None
+            and not (tmp / BEST_DIR).exists()
+            and (previous / BEST_DIR).is_dir()
+        ):
+            (tmp / BEST_DIR).mkdir()
+            for file in (previous / BEST_DIR).iterdir():
+                if file.is_file():
+                    replace_with_link(file, tmp / BEST_DIR / file.name)
+        fsync_tree(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        name = _unit_name(run_dir, step, previous)
+        os.replace(tmp, run_dir / name)
+        fsync_dir(run_dir)  # the folder's new name is on disk before the pointer names it
+        atomic_write_text(run_dir / POINTER_FILE, json.dumps({"folder": name, "step": step}) + "\n")
+    except (OSError, RuntimeError, SafetensorError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = (
+            "no checkpoint was saved before"
+            if previous is None
+            else f"the last good checkpoint ({previous}) is intact"
+        )
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointWriteError(
+            f"could not save the checkpoint of step {step} in {run_dir}: {first}; {kept}"
+        ) from err
+    folder = run_dir / name
+    publish_checkpoint(run_dir, folder)
+    _remove_stale(run_dir, keep=folder)
+    return folder
+
+
+def publish_checkpoint(run_dir: str | Path, folder: str | Path) -> None:
+    """Point the files at the top of ``run_dir`` (what ``load_pretrained(run_dir)`` reads)
+    and in ``run_dir/best`` at those of checkpoint ``folder``, each replaced atomically."""
+    run_dir, folder = Path(run_dir), Path(folder)
+    for source, target in ((folder, run_dir), (folder / BEST_DIR, run_dir / BEST_DIR)):
+        if not source.is_dir():
+            continue
+        target.mkdir(exist_ok=True)
+        for file in sorted(source.iterdir()):
+            if file.is_file() and not _same_file(file, target / file.name):
+                replace_with_link(file, target / file.name)
+        fsync_dir(target)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _unit_name(run_dir: Path, step: int, current: Path | None) -> str:
+    """``checkpoint-<step>``, or with ``.1``, ``.2`` ... when the current checkpoint has
+    that name (a leftover of another name is removed)."""
+    n = 0
+    while True:
+        name = f"{_UNIT_PREFIX}{step:08d}" + (f".{n}" if n else "")
+        path = run_dir / name
+        if current is not None and path == current:
+            n += 1
+            continue
+        if path.exists():
+            shutil.rmtree(path)
+        return name
+
+
+def _remove_stale(run_dir: Path, keep: Path | None) -> None:
+    """Remove checkpoint folders other than ``keep`` and temporary folders of saves that
+    were cut short."""
+    for path in run_dir.iterdir():
+        ours = _UNIT_NAME.fullmatch(path.name) or path.name.startswith(_TMP_PREFIX)
+        if ours and path.is_dir() and path != keep:
+            shutil.rmtree(path, ignore_errors=True)

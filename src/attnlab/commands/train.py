@@ -139,6 +139,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model must match; budgets and optimisation settings may change)",
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="start the run even when its --out_dir is not empty (holds other files or "
+        "another run, which it overwrites)",
+    )
+    parser.add_argument(
         "--sample",
         type=int,
         default=300,
@@ -206,11 +212,14 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab.checkpoint import BEST_DIR
+    from attnlab.checkpoint import BEST_DIR, CheckpointWriteError
     from attnlab.training import TrainingDivergedError, new_run, resume_run
 
     config = build_config(args)
-    trainer = resume_run(args.resume, config) if args.resume else new_run(config)
+    if args.resume:
+        trainer = resume_run(args.resume, config)
+    else:
+        trainer = new_run(config, force=getattr(args, "force", False))
     model, task = trainer.model, trainer.task
     splits = getattr(task, "splits", None)
     sizes = (
@@ -227,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         print(busy)
     try:
         result = trainer.train()
-    except TrainingDivergedError as err:
+    except (TrainingDivergedError, CheckpointWriteError) as err:
         print(f"attnlab train: error: {err}", file=sys.stderr)
         return 1
     print(

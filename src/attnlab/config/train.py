@@ -125,6 +125,11 @@ class TrainConfig(_JsonConfig):
         for key in ("task", "data", "tokenizer", "name"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be a non-empty string")
+        if any(bad in self.name for bad in ("/", "\\", "..")) or self.name == ".":
+            raise ValueError(
+                f"name={self.name!r} must be a plain folder name (no '/', '\\' or '..'): it "
+                "names the run folder runs/<name>"
+            )
         _check_positive("bpe_vocab_size", self.bpe_vocab_size)
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import torch
 
-from attnlab.checkpoint import STATE_FILE, WEIGHTS_FILE, load_config, load_state, load_tokenizer
+from attnlab.checkpoint import (
+    POINTER_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    find_checkpoint,
+    load_config,
+    load_state,
+    load_tokenizer,
+)
 from attnlab.config.train import RESUME_LOCKED_KEYS, TrainConfig
 from attnlab.models import build_model
 from attnlab.tasks.registry import build_task
@@ -21,30 +29,43 @@ _log = logging.getLogger(__name__)
 
 
 def _holds_run(folder: Path) -> bool:
-    return (folder / STATE_FILE).exists() or (folder / WEIGHTS_FILE).exists()
+    return any((folder / name).exists() for name in (POINTER_FILE, STATE_FILE, WEIGHTS_FILE))
 
 
-def resolve_out_dir(config: TrainConfig) -> Path:
-    """``config.out_dir``, which must not hold a run already; by default ``runs/<name>``, or
-    ``runs/<name>-2``, ``-3``, ... when that one is taken."""
+def _is_empty(folder: Path) -> bool:
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+
+
+def resolve_out_dir(config: TrainConfig, *, force: bool = False) -> Path:
+    """``config.out_dir``, which must be empty or new (``force``: any folder, even one that
+    holds a run already); by default ``runs/<name>``, or ``runs/<name>-2``, ``-3``, ...
+    when that one is taken (not empty)."""
     if config.out_dir is not None:
         out = Path(config.out_dir)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"out_dir {out} is a file, not a folder")
+        if force or _is_empty(out):
+            return out
         if _holds_run(out):
             raise ValueError(
                 f"out_dir {out} already holds a training run; pass --resume {out} to continue "
-                "it or choose another --out_dir"
+                "it, choose another --out_dir, or --force to start over in it"
             )
-        return out
+        raise ValueError(
+            f"out_dir {out} is not empty and holds no training run; choose another --out_dir "
+            "or pass --force to write into it"
+        )
     out, n = Path("runs") / config.name, 1
-    while _holds_run(out):
+    while not _is_empty(out):
         n += 1
         out = Path("runs") / f"{config.name}-{n}"
     return out
 
 
-def new_run(config: TrainConfig) -> Trainer:
-    """A Trainer for a fresh run of ``config`` (the model initialised from ``config.seed``)."""
-    out_dir = resolve_out_dir(config)
+def new_run(config: TrainConfig, *, force: bool = False) -> Trainer:
+    """A Trainer for a fresh run of ``config`` (the model initialised from ``config.seed``);
+    ``force``: in ``config.out_dir`` even when it is not empty (see ``resolve_out_dir``)."""
+    out_dir = resolve_out_dir(config, force=force)
     setup = build_task(config)
     torch.manual_seed(config.seed)  # the model's initial weights (and dropout) follow the seed
     model = build_model(setup.model_config)
@@ -98,7 +119,7 @@ def resume_run(run_dir: str | Path, config: TrainConfig | None = None) -> Traine
             f"{TRAIN_CONFIG_FILE} ({'; '.join(diffs)})"
         )
     config = dataclasses.replace(config, out_dir=str(run_dir))
-    state = load_state(run_dir / STATE_FILE)
+    state = load_state(find_checkpoint(run_dir) / STATE_FILE)
     tokenizer = load_tokenizer(run_dir)
     target_tokenizer = load_tokenizer(run_dir, "target_tokenizer.json")
     if tokenizer is not None and state.get("tokenizer") != tokenizer.fingerprint():

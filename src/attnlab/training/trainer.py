@@ -1,10 +1,11 @@
 """The one training loop. A ``Task`` supplies batches and evaluations; the trainer does the
 rest: AdamW (or Muon + AdamW), a warm-up + cosine or WSD schedule, gradient accumulation and
 clipping, bf16 autocast, optional ``torch.compile``, evaluation over the whole validation
-split, step and time budgets, a progress bar, ``metrics.jsonl``, atomic checkpoints (latest
-at the top of the run folder, best by validation loss in ``best/``; with ``ema_decay`` the
-evaluations and ``best/`` use a moving average of the weights), exact resume, a
-checkpoint on Ctrl-C/SIGTERM, and a stop without saving on a NaN/inf loss.
+split, step and time budgets, a progress bar, ``metrics.jsonl``, checkpoints written as one
+unit with signals held (``attnlab.checkpoint.write_checkpoint``: latest at the top of the run
+folder, best by validation loss in ``best/``; with ``ema_decay`` the evaluations and
+``best/`` use a moving average of the weights), exact resume from the last complete
+checkpoint, a checkpoint on Ctrl-C/SIGTERM, and a stop without saving on a NaN/inf loss.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ from attnlab.atomic import atomic_write_text
 from attnlab.checkpoint import (
     BEST_DIR,
     STATE_FILE,
+    find_checkpoint,
     load_state,
     load_weights,
+    publish_checkpoint,
     read_weights_metadata,
     save_pretrained,
     save_state,
+    write_checkpoint,
 )
 from attnlab.config.train import TrainConfig
 from attnlab.data.prefetch import prefetch
@@ -40,6 +44,7 @@ from attnlab.evaluation.metrics import loss_metrics
 from attnlab.models import TransformerModel
 from attnlab.runtime.compile import maybe_compile
 from attnlab.runtime.host_memory import keep_freed_memory
+from attnlab.runtime.signals import deferred_signals
 from attnlab.tasks.protocol import Task
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.adversarial import EmbeddingAdversary
@@ -191,38 +196,50 @@ class Trainer:
         return self.model if self.ema is None else self.ema.model  # type: ignore[return-value]
 
     def save_checkpoint(self, best: bool = False) -> None:
-        """Write the latest weights and state (and ``best/`` when ``best``), atomically."""
+        """Write the latest weights and state (and ``best/`` when ``best``) as one unit
+        (``attnlab.checkpoint.write_checkpoint``), with SIGINT/SIGTERM held back until it is
+        on disk; raises ``CheckpointWriteError`` (the previous checkpoint intact) when the
+        disk is full."""
         meta = {"step": str(self.step)}
         tokenizers = {"tokenizer": self.tokenizer, "target_tokenizer": self.target_tokenizer}
-        save_pretrained(self.out_dir, self.model, metadata=meta, **tokenizers)
-        save_state(self.out_dir / STATE_FILE, self.state_dict())
-        if best:
-            meta["val_loss"] = repr(self.best_val_loss)
-            save_pretrained(self.out_dir / BEST_DIR, self.eval_model, metadata=meta, **tokenizers)
+        state = self.state_dict()
+
+        def fill(folder: Path) -> None:
+            save_pretrained(folder, self.model, metadata=meta, **tokenizers)
+            save_state(folder / STATE_FILE, state)
+            if best:
+                best_meta = {**meta, "val_loss": repr(self.best_val_loss)}
+                save_pretrained(
+                    folder / BEST_DIR, self.eval_model, metadata=best_meta, **tokenizers
+                )
+
+        with deferred_signals():
+            write_checkpoint(self.out_dir, fill, self.step)
         self.saved_step = self.step
 
     def restore(self, state: dict[str, Any] | None = None) -> None:
-        """Load the latest weights and training state from ``out_dir`` (for ``--resume``);
-        ``state``: the content of its state.pt when already read."""
+        """Load the latest complete checkpoint of ``out_dir`` (for ``--resume``); ``state``:
+        the content of its state.pt when already read."""
+        folder = find_checkpoint(self.out_dir)
         if state is None:
-            state = load_state(self.out_dir / STATE_FILE)
-        weights_step = read_weights_metadata(self.out_dir).get("step")
+            state = load_state(folder / STATE_FILE)
+        weights_step = read_weights_metadata(folder).get("step")
         if weights_step != str(state["step"]):
             raise ValueError(
-                f"{self.out_dir / 'model.safetensors'} is at step {weights_step} but "
-                f"{self.out_dir / STATE_FILE} at step {state['step']} (an interrupted save?)"
+                f"{folder / 'model.safetensors'} is at step {weights_step} but "
+                f"{folder / STATE_FILE} at step {state['step']} (an interrupted save?)"
             )
         if self.tokenizer is not None and state["tokenizer"] != self.tokenizer.fingerprint():
             raise ValueError(
                 f"{self.out_dir / 'tokenizer.json'} does not match the tokenizer this run was "
                 "trained with"
             )
-        load_weights(self.model, self.out_dir, device=self.device)
+        load_weights(self.model, folder, device=self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             if "ema" not in state:
                 raise ValueError(
-                    f"{self.out_dir / STATE_FILE} has no weight average; this run was trained "
+                    f"{folder / STATE_FILE} has no weight average; this run was trained "
                     "without ema_decay"
                 )
             self.ema.load_state_dict(state["ema"])
@@ -237,6 +254,9 @@ class Trainer:
         self.tokens_seen = state["tokens_seen"]
         self.best_val_loss = state["best_val_loss"]
         self.saved_step = self.step
+        if folder != self.out_dir:  # a save cut short while its files were being linked
+            with deferred_signals():
+                publish_checkpoint(self.out_dir, folder)
         self._truncate_metrics(self.step)
 
     # -- metrics -------------------------------------------------------------------------
@@ -245,13 +265,30 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop lines logged after the checkpoint being resumed (they will be redone)."""
+        """Drop lines logged after the checkpoint being resumed (they will be redone) and a
+        last line cut short by a crash (with a warning)."""
         path = self.out_dir / METRICS_FILE
         if not path.exists():
             return
-        lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-        if len(kept) != len(lines):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
+        kept = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                line_step = record["step"]
+                if not isinstance(line_step, int):
+                    raise TypeError(f"step {line_step!r} is not an integer")
+            except (ValueError, KeyError, TypeError) as err:
+                if number == len(lines):
+                    _log.warning("%s: dropped its last line, cut short (%s)", path, err)
+                    continue
+                raise ValueError(f"{path}: line {number} is not a metrics record ({err})") from err
+            if line_step <= step:
+                kept.append(line)
+        if len(kept) != len(lines) or not text.endswith("\n"):
             atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     # -- evaluation ----------------------------------------------------------------------
@@ -324,7 +361,7 @@ class Trainer:
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
         """SIGINT/SIGTERM ask the loop to stop after the current step and save; a second
-        signal interrupts at once."""
+        signal interrupts at once, or, while a checkpoint is being written, right after it."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -450,6 +487,8 @@ class Trainer:
             torch.set_num_threads(c.num_threads)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out_dir / TRAIN_CONFIG_FILE, c.to_json() + "\n")
+        if self.step == 0:  # a fresh run: no lines of an earlier run in this folder
+            self._truncate_metrics(0)
         _log.debug(self.speed.describe())
         forward = maybe_compile(self.model, bool(self.speed.compile), self.device)
         self.model.train()
