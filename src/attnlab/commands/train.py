@@ -213,6 +213,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     from attnlab.checkpoint import BEST_DIR, CheckpointWriteError
+    from attnlab.tasks.protocol import describe_details, describe_metrics
     from attnlab.training import TrainingDivergedError, new_run, resume_run
 
     config = build_config(args)
@@ -244,9 +245,10 @@ def run(args: argparse.Namespace) -> int:
         f"{result.train_time:.0f} s of training"
     )
     if result.val_metrics is not None:
-        m = result.val_metrics
-        extra = f", bits/char {m['bits_per_char']:.3f}" if "bits_per_char" in m else ""
-        print(f"val loss {m['loss']:.4f}, ppl {m['ppl']:.2f}{extra}")
+        print(f"val {describe_metrics(task, result.val_metrics)}")
+        with trainer.autocast():
+            for line in describe_details(task, trainer.eval_model):
+                print(line)
     if result.best_val_loss is not None:
         print(f"best val loss {result.best_val_loss:.4f} (weights in {trainer.out_dir / BEST_DIR})")
     print(f"checkpoint: {trainer.out_dir}")

@@ -45,7 +45,7 @@ from attnlab.models import TransformerModel
 from attnlab.runtime.compile import maybe_compile
 from attnlab.runtime.host_memory import keep_freed_memory
 from attnlab.runtime.signals import deferred_signals
-from attnlab.tasks.protocol import Task
+from attnlab.tasks.protocol import Task, describe_metrics
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.adversarial import EmbeddingAdversary
 from attnlab.training.ema import WeightEMA
@@ -575,13 +575,12 @@ class _ProgressBar:
 
     def report(self, metrics: dict[str, float]) -> None:
         t = self.trainer
-        line = (
-            f"step {t.step}: val loss {metrics['loss']:.4f}, ppl {metrics['ppl']:.2f}, "
-            f"bits/token {metrics['bits_per_token']:.3f}"
-        )
-        if "bits_per_char" in metrics:
-            line += f", bits/char {metrics['bits_per_char']:.3f}"
+        line = f"step {t.step}: val {describe_metrics(t.task, metrics)}"
+        self.log(line)
+
+    def log(self, line: str, warning: bool = False) -> None:
+        """One line above the bar (or a log record when there is no bar)."""
         if self.progress is not None:
             self.progress.console.log(line)
         else:
-            _log.info(line)
+            _log.log(logging.WARNING if warning else logging.INFO, line)
