@@ -255,9 +255,30 @@ def run(args: argparse.Namespace) -> int:
     if result.stop_reason == "interrupted":
         return 130
     if args.sample > 0 and config.task == "lm" and trainer.tokenizer is not None:
-        print(f"--- sample ({args.sample} tokens, temperature 0.8, top-k 40) ---")
-        print(sample_text(trainer.model, trainer.tokenizer, args.sample, seed=config.seed))
+        model, which = _sample_weights(trainer.model, trainer.out_dir, result.step)
+        print(f"--- sample of {which}: {args.sample} tokens, temperature 0.8, top-k 40 ---")
+        print(sample_text(model, trainer.tokenizer, args.sample, seed=config.seed))
     return 0
+
+
+def _sample_weights(model: DecoderLM, out_dir: Path, step: int) -> tuple[DecoderLM, str]:
+    """The weights to sample from: the run's best/ (by validation loss) when it exists,
+    else the final weights; and words naming them."""
+    import copy
+
+    from attnlab.checkpoint import BEST_DIR, load_weights, read_weights_metadata
+
+    best = out_dir / BEST_DIR
+    if not (best / "model.safetensors").is_file():
+        return model, f"the final weights (step {step})"
+    meta = read_weights_metadata(best)
+    best_model = copy.deepcopy(model)
+    load_weights(best_model, best, device=next(model.parameters()).device)
+    loss = meta.get("val_loss")
+    detail = f"step {meta.get('step', '?')}" + (
+        f", val loss {float(loss):.4f}" if loss not in (None, "None") else ""
+    )
+    return best_model, f"{best} ({detail})"
 
 
 def _busy_cpu_hint(device_type: str, num_threads: int | None) -> str | None:

@@ -19,6 +19,7 @@ from attnlab.config.model import ModelConfig
 from attnlab.config.train import TrainConfig
 from attnlab.data.classification import ClassificationDataset, load_classification
 from attnlab.data.parallel import ParallelCorpus, load_parallel, read_parallel_files
+from attnlab.tasks.checks import MIN_VAL_EXAMPLES, warn_degenerate, warn_small_validation
 from attnlab.tasks.classification import (
     ClassificationOptions,
     ClassificationTask,
@@ -80,6 +81,8 @@ def build_translation(
     if target_tokenizer is not None:
         raise ValueError("task translation uses one shared tokenizer, not a target tokenizer")
     train, val = load_translation_data(config.data, options.source_lang, options.target_lang)
+    warn_degenerate(train.source, config.data)
+    warn_small_validation(len(val), "sentence pairs", MIN_VAL_EXAMPLES, config.data)
     if tokenizer is None:
         texts = [*train.source, *train.target]
         tokenizer = tokenizer_from_spec(config.tokenizer, texts, config.bpe_vocab_size)
@@ -202,6 +205,8 @@ def build_masked_lm(
     classification data set (its labels unused); the tokenizer is trained on the training
     texts unless given."""
     train, val = load_classification_data(config.data, options.label_column, options.text_column)
+    warn_degenerate(train.texts, config.data)
+    warn_small_validation(len(val.texts), "texts", MIN_VAL_EXAMPLES, config.data)
     if tokenizer is None:
         tokenizer = tokenizer_from_spec(config.tokenizer, train.texts, config.bpe_vocab_size)
     model_config = config.model_config(tokenizer.vocab_size)
@@ -228,6 +233,8 @@ def build_classification(
     training texts) or a pretrained encoder (``init_from``) with a new head. The label names
     are kept in the model config; ``batch_size`` caps the texts per batch."""
     train, val = load_classification_data(config.data, options.label_column, options.text_column)
+    warn_degenerate(train.texts, config.data)
+    warn_small_validation(len(val.texts), "texts", MIN_VAL_EXAMPLES, config.data)
     initial_state = None
     if options.init_from:
         from attnlab.interop.pretrained import from_pretrained
