@@ -236,3 +236,25 @@ def test_masked_lm_and_default_descriptions() -> None:
     assert describe_details(Bare(), object()) == []  # type: ignore[arg-type]
     line = MaskedLMTask.describe(None, {"loss": 2.0, "accuracy": 0.25})  # type: ignore[arg-type]
     assert line == "loss 2.0000, masked-token accuracy 0.2500"
+
+
+def test_masked_lm_run_shows_and_evaluates_its_accuracy(tmp_path: Path, caplog, capsys) -> None:
+    data = make_sentiment_dir(tmp_path)
+    config = dict(
+        name="mlm", task="masked_lm", data=str(data), tokenizer="char",
+        out_dir=str(tmp_path / "run"), batch_size=16, max_steps=6, eval_interval=3,
+        log_interval=3, model=dict(family="encoder", encoder_head="mlm", d_model=16, n_heads=2,
+                                   n_layers=1, max_seq_len=64),
+        **FAST,
+    )  # fmt: skip
+    run, steps, out = _train(tmp_path, config, caplog, capsys)
+    last = _val_records(run)[-1]
+    pattern = r"loss ([\d.]+), masked-token accuracy ([\d.]+)"
+    assert _numbers(pattern, steps[-1]) == [round(last["loss"], 4), round(last["accuracy"], 4)]
+    assert _numbers("val " + pattern, out) == _numbers(pattern, steps[-1])
+    assert main(["eval", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] == pytest.approx(last["accuracy"], rel=1e-6)
+    assert result["loss"] == pytest.approx(last["loss"], rel=1e-6)
+    assert main(["eval", str(run), "--json", "--data", str(data / "val.csv")]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(last["loss"], rel=1e-6)

@@ -246,9 +246,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.val_metrics is not None:
         print(f"val {describe_metrics(task, result.val_metrics)}")
-        with trainer.autocast():
-            for line in describe_details(task, trainer.eval_model):
-                print(line)
+        if result.stop_reason != "interrupted":  # else the weights are not the ones evaluated
+            with trainer.autocast():
+                for line in describe_details(task, trainer.eval_model):
+                    print(line)
     if result.best_val_loss is not None:
         print(f"best val loss {result.best_val_loss:.4f} (weights in {trainer.out_dir / BEST_DIR})")
     print(f"checkpoint: {trainer.out_dir}")
