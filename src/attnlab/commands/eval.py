@@ -1,5 +1,8 @@
-"""attnlab eval: validation loss and perplexity of a trained language model, by the LM
-evaluation the trainer uses (``attnlab.tasks.lm.evaluate_lm``)."""
+"""attnlab eval: score a model by its task's own evaluation, the one the trainer runs: a
+language model's loss, perplexity and bits (``attnlab.tasks.lm.evaluate_lm``) on its
+validation split or any text; any other training run (translation, classification, masked
+LM) by its task's ``evaluate`` on its validation split, another split (``--split``) or a
+file (``--data``), printed as the trainer prints it."""
 
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from attnlab.training import TrainConfig
 
-HELP = "validation loss, perplexity and bits per token/character of a language model"
+HELP = (
+    "score a model by its task's metrics (LM: loss, ppl, bits; translation: BLEU, chrF; "
+    "classification: accuracy, macro-F1, confusion matrix) on its validation split or a file"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         metavar="TEXT",
-        help="evaluate on the whole of this UTF-8 text file, folder of .txt files or built-in "
-        "corpus instead of the run's validation split",
+        help="evaluate on the whole of this data instead of the run's validation split: "
+        "for a language model a UTF-8 text file, folder of .txt files or built-in corpus; for "
+        "a classification or masked-LM run a TSV/CSV file; for a translation run the prefix "
+        "of two aligned files (PREFIX.de and PREFIX.en)",
+    )
+    parser.add_argument(
+        "--split",
+        metavar="NAME",
+        help="evaluate a translation, classification or masked-LM run on this split of its "
+        "data instead of its validation split (e.g. test2016 for multi30k; the SPLIT.* files "
+        "of a data folder)",
     )
     parser.add_argument(
         "--max-seq-len",
@@ -68,11 +83,18 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.model)
     loaded = from_pretrained(args.model, device=args.device)
     model, tokenizer = loaded.model, loaded.tokenizer
-    if model.config.family != "decoder":
-        raise ValueError(f"{folder} holds a {model.config.family} model; eval measures decoder LMs")
     if tokenizer is None:
         raise FileNotFoundError(f"tokenizer.json not found in {folder}")
     run_config = _run_config(folder)
+    if run_config is not None and run_config.task != "lm":
+        return _eval_task(args, folder, model, tokenizer, run_config)
+    if model.config.family != "decoder":
+        raise ValueError(
+            f"{folder} holds a {model.config.family} model and no train_config.json (in it or "
+            "its parent folder); eval scores such models through their training run folder"
+        )
+    if getattr(args, "split", None) is not None:
+        raise ValueError("--split applies to translation, classification and masked-LM runs")
     given = renamed_option(
         "--block-size", args.block_size, "--max-seq-len", args.max_seq_len, "attnlab eval"
     )
@@ -102,4 +124,43 @@ def run(args: argparse.Namespace) -> int:
             f"loss {metrics['loss']:.4f}, ppl {metrics['ppl']:.2f}, "
             f"bits/token {metrics['bits_per_token']:.3f}, bits/char {metrics['bits_per_char']:.3f}"
         )
+    return 0
+
+
+def _eval_task(
+    args: argparse.Namespace, folder: Path, model: object, tokenizer: object, config: TrainConfig
+) -> int:
+    """Score a non-LM run by its task's evaluate, built from the run's config and tokenizer."""
+    import torch
+
+    from attnlab.evaluation.metrics import loss_metrics
+    from attnlab.tasks.builders import validation_task
+    from attnlab.tasks.protocol import describe_details, describe_metrics
+    from attnlab.tasks.registry import build_task, task_options
+    from attnlab.training.speed import autocast_context
+
+    split = getattr(args, "split", None)
+    task = build_task(config, tokenizer).task  # type: ignore[arg-type]
+    where = f"the validation split of {config.data}"
+    if split is not None or args.data is not None:
+        task, where = validation_task(
+            config, task_options(config), task, split=split, path=args.data
+        )
+    model.eval()  # type: ignore[attr-defined]
+    bf16 = args.precision == "bfloat16"
+    with torch.no_grad(), autocast_context(torch.device(args.device), bf16):
+        metrics = dict(task.evaluate(model))  # type: ignore[arg-type]
+        if args.json:  # classification: the confusion matrix and label names too
+            report = task.report(model) if hasattr(task, "report") else {}
+        else:
+            details = describe_details(task, model)  # type: ignore[arg-type]
+    for key, value in loss_metrics(metrics["loss"]).items():  # as the trainer records them
+        metrics.setdefault(key, value)
+    if args.json:
+        extra = {k: v for k, v in report.items() if k not in metrics}
+        print(json.dumps({"model": str(folder), "data": where, **metrics, **extra}))
+    else:
+        print(f"{folder} on {where}: {describe_metrics(task, metrics)}")
+        for line in details:
+            print(line)
     return 0

@@ -213,6 +213,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     from attnlab.checkpoint import BEST_DIR, CheckpointWriteError
+    from attnlab.tasks.protocol import describe_details, describe_metrics
     from attnlab.training import TrainingDivergedError, new_run, resume_run
 
     config = build_config(args)
@@ -244,18 +245,41 @@ def run(args: argparse.Namespace) -> int:
         f"{result.train_time:.0f} s of training"
     )
     if result.val_metrics is not None:
-        m = result.val_metrics
-        extra = f", bits/char {m['bits_per_char']:.3f}" if "bits_per_char" in m else ""
-        print(f"val loss {m['loss']:.4f}, ppl {m['ppl']:.2f}{extra}")
+        print(f"val {describe_metrics(task, result.val_metrics)}")
+        if result.stop_reason != "interrupted":  # else the weights are not the ones evaluated
+            with trainer.autocast():
+                for line in describe_details(task, trainer.eval_model):
+                    print(line)
     if result.best_val_loss is not None:
         print(f"best val loss {result.best_val_loss:.4f} (weights in {trainer.out_dir / BEST_DIR})")
     print(f"checkpoint: {trainer.out_dir}")
     if result.stop_reason == "interrupted":
         return 130
     if args.sample > 0 and config.task == "lm" and trainer.tokenizer is not None:
-        print(f"--- sample ({args.sample} tokens, temperature 0.8, top-k 40) ---")
-        print(sample_text(trainer.model, trainer.tokenizer, args.sample, seed=config.seed))
+        model, which = _sample_weights(trainer.model, trainer.out_dir, result.step)
+        print(f"--- sample of {which}: {args.sample} tokens, temperature 0.8, top-k 40 ---")
+        print(sample_text(model, trainer.tokenizer, args.sample, seed=config.seed))
     return 0
+
+
+def _sample_weights(model: DecoderLM, out_dir: Path, step: int) -> tuple[DecoderLM, str]:
+    """The weights to sample from: the run's best/ (by validation loss) when it exists,
+    else the final weights; and words naming them."""
+    import copy
+
+    from attnlab.checkpoint import BEST_DIR, load_weights, read_weights_metadata
+
+    best = out_dir / BEST_DIR
+    if not (best / "model.safetensors").is_file():
+        return model, f"the final weights (step {step})"
+    meta = read_weights_metadata(best)
+    best_model = copy.deepcopy(model)
+    load_weights(best_model, best, device=next(model.parameters()).device)
+    loss = meta.get("val_loss")
+    detail = f"step {meta.get('step', '?')}" + (
+        f", val loss {float(loss):.4f}" if loss not in (None, "None") else ""
+    )
+    return best_model, f"{best} ({detail})"
 
 
 def _busy_cpu_hint(device_type: str, num_threads: int | None) -> str | None:

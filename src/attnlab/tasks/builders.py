@@ -10,13 +10,16 @@ translation; ``train.tsv``/``train.csv`` and ``val.*`` or ``dev.*`` for classifi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 from attnlab.config.model import ModelConfig
 from attnlab.config.train import TrainConfig
 from attnlab.data.classification import ClassificationDataset, load_classification
 from attnlab.data.parallel import ParallelCorpus, load_parallel, read_parallel_files
+from attnlab.tasks.checks import MIN_VAL_EXAMPLES, warn_degenerate, warn_small_validation
 from attnlab.tasks.classification import (
     ClassificationOptions,
     ClassificationTask,
@@ -78,6 +81,8 @@ def build_translation(
     if target_tokenizer is not None:
         raise ValueError("task translation uses one shared tokenizer, not a target tokenizer")
     train, val = load_translation_data(config.data, options.source_lang, options.target_lang)
+    warn_degenerate(train.source, config.data)
+    warn_small_validation(len(val), "sentence pairs", MIN_VAL_EXAMPLES, config.data)
     if tokenizer is None:
         texts = [*train.source, *train.target]
         tokenizer = tokenizer_from_spec(config.tokenizer, texts, config.bpe_vocab_size)
@@ -111,7 +116,7 @@ def load_classification_data(
     if not folder.is_dir():
         raise ValueError(f"classification data {data} must be a corpus name or a folder")
     kwargs = {"label_column": label_column, "text_column": text_column}
-    suffixes = (".tsv", ".csv", ".tsv.gz", ".csv.gz")
+    suffixes = _TABLE_SUFFIXES
     train = load_classification(_find(folder, ("train",), suffixes), **kwargs)  # type: ignore[arg-type]
     val = load_classification(
         _find(folder, ("val", "valid", "dev"), suffixes),
@@ -119,6 +124,67 @@ def load_classification_data(
         **kwargs,  # type: ignore[arg-type]
     )
     return train, val
+
+
+_TABLE_SUFFIXES = (".tsv", ".csv", ".tsv.gz", ".csv.gz")
+
+
+def _parallel_file(prefix: str, lang: str, other: str) -> Path:
+    for path in (Path(f"{prefix}.{lang}"), Path(f"{prefix}.{lang}.gz")):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"{prefix}.{lang} not found (--data of a translation run names the aligned files "
+        f"PREFIX.{lang} and PREFIX.{other})"
+    )
+
+
+def validation_task(
+    config: TrainConfig,
+    options: Any,
+    task: Any,
+    *,
+    split: str | None = None,
+    path: str | None = None,
+) -> tuple[Any, str]:
+    """``task`` (built from ``config``) scoring another split of ``config.data`` (a built-in
+    corpus's split such as ``test2016``, or ``SPLIT.*`` files of the data folder) or the data
+    at ``path`` (classification: a TSV/CSV file; translation: ``PATH.SRC`` and ``PATH.TGT``)
+    instead of its validation split; and the words naming what it scores."""
+    if (split is None) == (path is None):
+        raise ValueError("give a split or a data file, not both or neither")
+    if config.task == "translation":
+        src, tgt = options.source_lang, options.target_lang
+        if path is not None:
+            pair = [_parallel_file(path, src, tgt), _parallel_file(path, tgt, src)]
+            val = read_parallel_files(*pair, source_lang=src, target_lang=tgt)
+            return dataclasses.replace(task, val=val), f"{path}.{src}/.{tgt}"
+        from attnlab.data.parallel import PARALLEL_CORPORA
+
+        if config.data in PARALLEL_CORPORA:
+            val = load_parallel(config.data, split, source_lang=src, target_lang=tgt)
+        else:
+            folder = Path(config.data)
+            pair = [_find(folder, (split,), (f".{x}", f".{x}.gz")) for x in (src, tgt)]  # type: ignore[arg-type]
+            val = read_parallel_files(*pair, source_lang=src, target_lang=tgt)
+        return dataclasses.replace(task, val=val), f"the {split} split of {config.data}"
+    if config.task in ("classification", "masked_lm"):
+        columns = {"label_column": options.label_column, "text_column": options.text_column}
+        names = getattr(task, "label_names", None)
+        if path is not None:
+            data = load_classification(path, label_names=names, **columns)  # type: ignore[arg-type]
+            where = f"all of {path}"
+        elif not Path(config.data).exists():  # a built-in corpus
+            data = load_classification(config.data, split)  # type: ignore[arg-type]
+            where = f"the {split} split of {config.data}"
+        else:
+            file = _find(Path(config.data), (split,), _TABLE_SUFFIXES)  # type: ignore[arg-type]
+            data = load_classification(file, label_names=names, **columns)  # type: ignore[arg-type]
+            where = f"the {split} split of {config.data}"
+        if config.task == "masked_lm":
+            return dataclasses.replace(task, val_texts=data.texts), where
+        return dataclasses.replace(task, val=data), where
+    raise ValueError(f"task {config.task} has no other splits; pass --data TEXT")
 
 
 def _require_encoder_head(model_config: ModelConfig, task: str, head: str) -> None:
@@ -139,6 +205,8 @@ def build_masked_lm(
     classification data set (its labels unused); the tokenizer is trained on the training
     texts unless given."""
     train, val = load_classification_data(config.data, options.label_column, options.text_column)
+    warn_degenerate(train.texts, config.data)
+    warn_small_validation(len(val.texts), "texts", MIN_VAL_EXAMPLES, config.data)
     if tokenizer is None:
         tokenizer = tokenizer_from_spec(config.tokenizer, train.texts, config.bpe_vocab_size)
     model_config = config.model_config(tokenizer.vocab_size)
@@ -165,6 +233,8 @@ def build_classification(
     training texts) or a pretrained encoder (``init_from``) with a new head. The label names
     are kept in the model config; ``batch_size`` caps the texts per batch."""
     train, val = load_classification_data(config.data, options.label_column, options.text_column)
+    warn_degenerate(train.texts, config.data)
+    warn_small_validation(len(val.texts), "texts", MIN_VAL_EXAMPLES, config.data)
     initial_state = None
     if options.init_from:
         from attnlab.interop.pretrained import from_pretrained

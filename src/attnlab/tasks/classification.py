@@ -159,6 +159,18 @@ class ClassificationTask:
         report = self.report(model)
         return {k: report[k] for k in ("loss", "accuracy", "macro_f1")}
 
+    def describe(self, metrics: dict[str, float]) -> str:
+        """``loss, accuracy, macro-F1`` of an evaluation, on one line."""
+        return (
+            f"loss {metrics['loss']:.4f}, accuracy {metrics['accuracy']:.4f}, "
+            f"macro-F1 {metrics['macro_f1']:.4f}"
+        )
+
+    def details(self, model: nn.Module) -> list[str]:
+        """The confusion matrix of the validation split, with label names."""
+        report = self.report(model)
+        return format_confusion_matrix(report["confusion_matrix"], self.label_names)  # type: ignore[arg-type]
+
     @torch.no_grad()
     def report(self, model: nn.Module) -> dict[str, object]:
         """``evaluate``'s numbers plus the confusion matrix (rows: true label) and labels."""
@@ -174,6 +186,17 @@ class ClassificationTask:
             "confusion_matrix": confusion_matrix(predictions, self.val.labels, self.num_labels),
             "labels": self.label_names,
         }
+
+
+def format_confusion_matrix(matrix: list[list[int]], label_names: Sequence[str]) -> list[str]:
+    """Lines of a confusion matrix (rows: true label, columns: predicted), labels named."""
+    names = [str(n) for n in label_names]
+    width = max(len(n) for n in [*names, *(str(v) for row in matrix for v in row), "true"])
+    lines = ["confusion matrix (rows: true label, columns: predicted):"]
+    lines.append("  " + " " * width + "".join(f"  {n:>{width}}" for n in names))
+    for name, row in zip(names, matrix, strict=True):
+        lines.append(f"  {name:>{width}}" + "".join(f"  {v:>{width}}" for v in row))
+    return lines
 
 
 @dataclass

@@ -23,6 +23,7 @@ from attnlab.data import (
 )
 from attnlab.evaluation.metrics import loss_metrics
 from attnlab.nn.loss import IGNORE_INDEX
+from attnlab.tasks.checks import MIN_VAL_TOKENS, warn_degenerate, warn_small_validation
 from attnlab.tasks.protocol import TaskSetup, model_device
 from attnlab.tokenizers import Tokenizer, tokenizer_from_spec
 
@@ -118,6 +119,7 @@ def build_lm_task(
     """The LM task of ``config``: read ``config.data``, make (or reuse) the tokenizer,
     tokenize through the cache, split, and size the decoder's vocabulary."""
     text = read_text(config.data)
+    warn_degenerate(text, config.data)
     if tokenizer is None:
         tokenizer = tokenizer_from_spec(config.tokenizer, text, config.bpe_vocab_size)
     seq_len = config.seq_len
@@ -134,6 +136,7 @@ def build_lm_task(
         splits = split_tokens(ids, config.val_fraction, seq_len)
     except ValueError as err:
         raise ValueError(f"data={config.data!r}: {err}") from None
+    warn_small_validation(len(splits.val), "tokens", MIN_VAL_TOKENS, config.data)
     task = LMTask(
         splits,
         seq_len,

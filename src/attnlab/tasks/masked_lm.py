@@ -144,6 +144,13 @@ class MaskedLMTask:
     def count_tokens(self, batch: dict[str, Tensor]) -> int:
         return int((batch["labels"] != IGNORE_INDEX).sum())
 
+    def describe(self, metrics: dict[str, float]) -> str:
+        """``loss`` and the accuracy on masked tokens of an evaluation."""
+        line = f"loss {metrics['loss']:.4f}"
+        if "accuracy" in metrics:
+            line += f", masked-token accuracy {metrics['accuracy']:.4f}"
+        return line
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """``loss``: mean cross-entropy per predicted token over every validation text

@@ -30,6 +30,18 @@ A task is any object with these three methods (structural typing; subclassing is
 ``count_tokens(batch) -> int``
     The number of tokens a batch trains on (for tokens/s), e.g. the non-ignored targets.
 
+Two optional methods say how the console shows a task's results (``describe_metrics`` and
+``describe_details`` fall back to defaults when a task lacks them):
+
+``describe(metrics) -> str``
+    One line of an evaluation's metrics as the task's users read them, starting with
+    ``loss`` (translation: BLEU and chrF; classification: accuracy and macro-F1; default:
+    loss, perplexity and bits per token).
+
+``details(model) -> list[str]``
+    Lines shown once at the end of training and by ``attnlab eval`` (classification: the
+    confusion matrix with label names); default none.
+
 Adding a task: write its options dataclass (the settings it reads from
 ``TrainConfig.task_options``, each default in its field) and a builder ``(config:
 TrainConfig, options, tokenizer, target_tokenizer) -> TaskSetup`` (the tokenizers are those
@@ -49,7 +61,7 @@ from torch import Tensor, nn
 from attnlab.config import ModelConfig
 from attnlab.tokenizers import Tokenizer
 
-__all__ = ["Task", "TaskSetup", "model_device"]
+__all__ = ["Task", "TaskSetup", "describe_details", "describe_metrics", "model_device"]
 
 
 @runtime_checkable
@@ -61,6 +73,39 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module) -> dict[str, float]: ...
 
     def count_tokens(self, batch: dict[str, Tensor]) -> int: ...
+
+
+def describe_loss(metrics: dict[str, float]) -> str:
+    """The default line: loss, perplexity, bits per token (and per character when given)."""
+    line = f"loss {metrics['loss']:.4f}"
+    if "ppl" in metrics:
+        line += f", ppl {metrics['ppl']:.2f}"
+    if "bits_per_token" in metrics:
+        line += f", bits/token {metrics['bits_per_token']:.3f}"
+    if "bits_per_char" in metrics:
+        line += f", bits/char {metrics['bits_per_char']:.3f}"
+    return line
+
+
+def describe_metrics(task: object, metrics: dict[str, float]) -> str:
+    """``task.describe(metrics)`` when the task has it, else ``describe_loss``."""
+    describe = getattr(task, "describe", None)
+    return describe(metrics) if callable(describe) else describe_loss(metrics)
+
+
+def describe_details(task: object, model: nn.Module) -> list[str]:
+    """``task.details(model)`` when the task has it (in eval mode, without gradients), else
+    no lines."""
+    details = getattr(task, "details", None)
+    if not callable(details):
+        return []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return list(details(model))
+    finally:
+        model.train(was_training)
 
 
 def model_device(model: nn.Module) -> torch.device:

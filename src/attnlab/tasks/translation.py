@@ -150,6 +150,13 @@ class TranslationTask:
             device=device,
         )
 
+    def describe(self, metrics: dict[str, float]) -> str:
+        """``loss, BLEU, chrF`` of an evaluation (BLEU and chrF when computed)."""
+        line = f"loss {metrics['loss']:.4f}"
+        if "bleu" in metrics:
+            line += f", BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f}"
+        return line
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Over the whole validation split: ``loss``, the mean per target token with the

@@ -11,6 +11,7 @@ Both put the special tokens ``<|pad|> <|bos|> <|eos|> <|unk|>`` at ids 0-3 and u
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from tokenizers import Tokenizer as HFTokenizer
 from attnlab.bundled import BUNDLED, resolve_name
 from attnlab.tokenizers.pretrained import read_tokenizer
 from attnlab.tokenizers.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, Tokenizer
+
+_log = logging.getLogger(__name__)
 
 
 def _as_list(texts: Iterable[str] | str) -> list[str]:
@@ -89,6 +92,16 @@ def train_bpe_tokenizer(
     )
     hf.train_from_iterator(texts, trainer=trainer)
     hf.post_processor = _template()
+    got = hf.get_vocab_size(with_added_tokens=True)
+    if got < vocab_size:  # the text has no more pairs seen min_frequency times
+        _log.warning(
+            "warning: the BPE vocabulary is smaller than asked: %s tokens asked, %s got (the "
+            "training text has no more byte pairs seen %d times or more); the model uses %s",
+            f"{vocab_size:,}",
+            f"{got:,}",
+            min_frequency,
+            f"{got:,}",
+        )
     return _wrap(hf)
 
 

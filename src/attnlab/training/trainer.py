@@ -45,7 +45,7 @@ from attnlab.models import TransformerModel
 from attnlab.runtime.compile import maybe_compile
 from attnlab.runtime.host_memory import keep_freed_memory
 from attnlab.runtime.signals import deferred_signals
-from attnlab.tasks.protocol import Task
+from attnlab.tasks.protocol import Task, describe_metrics
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.adversarial import EmbeddingAdversary
 from attnlab.training.ema import WeightEMA
@@ -56,6 +56,7 @@ __all__ = ["METRICS_FILE", "TRAIN_CONFIG_FILE", "TrainResult", "Trainer", "Train
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_CONFIG_FILE = "train_config.json"
+RISING_EVALS = 3  # validation loss rising this many evaluations in a row: a warning
 _STATE_FORMAT = 1
 _log = logging.getLogger(__name__)
 
@@ -167,6 +168,11 @@ class Trainer:
         self._batches: Iterator[tuple[dict[str, torch.Tensor], _Drawn]] | None = None
         self._consumed_state: torch.Tensor | None = None  # generator after the last used batch
         self._pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+        # (mean training loss since the previous evaluation, validation loss) per evaluation
+        # of this call to train, for the overfitting warning
+        self._train_loss_sum, self._train_loss_count = 0.0, 0
+        self._val_history: list[tuple[float | None, float]] = []
+        self.warning: str | None = None  # a warning of the last evaluation, not yet shown
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -312,6 +318,7 @@ class Trainer:
         if not math.isfinite(metrics["loss"]):
             self._diverged(f"validation loss is {metrics['loss']}", self.step)
         self.last_val = metrics
+        self.warning = self._overfitting_warning(metrics["loss"])
         self._write_metrics(
             {"step": self.step, "time": self._wall(wall_start), "split": "val", **metrics}
         )
@@ -320,6 +327,35 @@ class Trainer:
             self.best_val_loss = metrics["loss"]
         self.save_checkpoint(best=best)
         return metrics
+
+    def _overfitting_warning(self, val_loss: float) -> str | None:
+        """A warning when the validation loss has risen ``RISING_EVALS`` evaluations in a
+        row while the mean training loss fell over the same evaluations, else None."""
+        count = self._train_loss_count
+        train = self._train_loss_sum / count if count else None
+        self._train_loss_sum, self._train_loss_count = 0.0, 0
+        self._val_history.append((train, val_loss))
+        recent = self._val_history[-RISING_EVALS - 1 :]
+        if len(recent) <= RISING_EVALS:
+            return None
+        vals = [v for _, v in recent]
+        if not all(b > a for a, b in zip(vals, vals[1:], strict=False)):
+            return None
+        if len(self._val_history) > RISING_EVALS + 1:  # once per streak
+            before = self._val_history[-RISING_EVALS - 2][1]
+            if before < vals[0]:
+                return None
+        first, last = recent[0][0], recent[-1][0]
+        if first is None or last is None or last >= first:
+            return None
+        rise = " -> ".join(f"{v:.4f}" for v in vals)
+        best = "" if self.best_val_loss is None else f" (val loss {self.best_val_loss:.4f})"
+        return (
+            f"warning: validation loss rose for {RISING_EVALS} evaluations in a row ({rise}) "
+            f"while the training loss fell ({first:.4f} -> {last:.4f}): the model is "
+            f"overfitting; best/ keeps the best weights{best}; more data, more dropout or "
+            "fewer steps help"
+        )
 
     # -- the loop ------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -433,6 +469,8 @@ class Trainer:
                 self._diverged(f"loss is {loss}", step)
             if norm is not None and not math.isfinite(norm):
                 self._diverged(f"gradient norm is {norm}", step)
+        self._train_loss_sum += sum(losses)
+        self._train_loss_count += len(losses)
         return losses[-1]
 
     def _train_step(self, forward: Callable[..., Any]) -> tuple[torch.Tensor, int]:
@@ -575,13 +613,15 @@ class _ProgressBar:
 
     def report(self, metrics: dict[str, float]) -> None:
         t = self.trainer
-        line = (
-            f"step {t.step}: val loss {metrics['loss']:.4f}, ppl {metrics['ppl']:.2f}, "
-            f"bits/token {metrics['bits_per_token']:.3f}"
-        )
-        if "bits_per_char" in metrics:
-            line += f", bits/char {metrics['bits_per_char']:.3f}"
+        line = f"step {t.step}: val {describe_metrics(t.task, metrics)}"
+        self.log(line)
+        if t.warning is not None:
+            self.log(t.warning, warning=True)
+            t.warning = None
+
+    def log(self, line: str, warning: bool = False) -> None:
+        """One line above the bar (or a log record when there is no bar)."""
         if self.progress is not None:
             self.progress.console.log(line)
         else:
-            _log.info(line)
+            _log.log(logging.WARNING if warning else logging.INFO, line)
