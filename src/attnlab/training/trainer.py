@@ -532,24 +532,30 @@ class Trainer:
 
 
 class _ProgressBar:
-    """A rich progress bar (loss, tokens/s, ETA) or, when disabled, log lines."""
+    """A rich progress bar (loss, tokens/s, ETA) or, when disabled, log lines. When the
+    output is not a terminal (piped, redirected) there is no bar: plain, unwrapped log lines,
+    and a progress line at each tenth of the run."""
 
     def __init__(self, enabled: bool, trainer: Trainer) -> None:
         self.enabled = enabled
         self.trainer = trainer
         self.progress = None
+        self.tenths = -1  # the last tenth of the run given a plain progress line
 
     def __enter__(self) -> _ProgressBar:
         if self.enabled:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+            console = Console(log_path=False)
+            if not console.is_terminal:  # piped: log lines (no cut bar, no 80-column wrap)
+                return self
             self.progress = Progress(
                 TextColumn("[bold]train"),
                 BarColumn(),
                 TextColumn("{task.fields[status]}"),
                 TimeElapsedColumn(),
-                console=Console(log_path=False),
+                console=console,
             )
             self.progress.start()
             self.task_id = self.progress.add_task("train", total=1.0, status="starting")
@@ -561,6 +567,7 @@ class _ProgressBar:
 
     def update(self, record: dict[str, Any]) -> None:
         if self.progress is None:
+            self._plain_update(record)
             return
         t = self.trainer
         fraction = t._progress_fraction()
@@ -572,6 +579,21 @@ class _ProgressBar:
         if t.last_val is not None:
             status += f"  val {t.last_val['loss']:.4f}"
         self.progress.update(self.task_id, completed=fraction, status=status)
+
+    def _plain_update(self, record: dict[str, Any]) -> None:
+        """Piped output: one plain line when the run passes each tenth of its budget."""
+        if not self.enabled:
+            return
+        tenths = int(self.trainer._progress_fraction() * 10)
+        if tenths > self.tenths:
+            self.tenths = tenths
+            _log.info(
+                "step %d (%d%%): loss %.4f, %s tok/s",
+                self.trainer.step,
+                10 * tenths,
+                record["loss"],
+                f"{record['tokens_per_s']:,.0f}",
+            )
 
     def report(self, metrics: dict[str, float]) -> None:
         t = self.trainer
