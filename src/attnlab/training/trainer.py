@@ -159,6 +159,7 @@ class Trainer:
         self.step = 0
         self.train_time = 0.0
         self.wall_time = 0.0  # seconds since the run started, over all resumes
+        self._session_start: float | None = None  # perf_counter() when train() began
         self.tokens_seen = 0
         self.best_val_loss: float | None = None
         self.last_val: dict[str, float] | None = None
@@ -175,7 +176,10 @@ class Trainer:
             "format": _STATE_FORMAT,
             "step": self.step,
             "train_time": self.train_time,
-            "wall_time": self.wall_time,
+            # the time of this moment (a checkpoint mid-run), so a resume continues the clock
+            "wall_time": self.wall_time
+            if self._session_start is None
+            else self._wall(self._session_start),
             "tokens_seen": self.tokens_seen,
             "best_val_loss": self.best_val_loss,
             "optimizer": self.optimizer.state_dict(),
@@ -493,7 +497,7 @@ class Trainer:
         forward = maybe_compile(self.model, bool(self.speed.compile), self.device)
         self.model.train()
         self._signal = None
-        wall_start = time.perf_counter()
+        wall_start = self._session_start = time.perf_counter()
         log_start, log_tokens = time.perf_counter(), 0
         with self._signals(), _ProgressBar(c.progress, self) as bar, self._batch_thread():
             while (reason := self._stop_reason(until_step)) is None:
@@ -523,7 +527,7 @@ class Trainer:
             elif self.saved_step != self.step:  # interrupted: save quickly, no evaluation
                 self._check_finite()
                 self.save_checkpoint()
-        self.wall_time = self._wall(wall_start)
+        self.wall_time, self._session_start = self._wall(wall_start), None
         if reason == "interrupted":
             _log.warning("stopped by signal %s; checkpoint saved in %s", self._signal, self.out_dir)
         return TrainResult(
