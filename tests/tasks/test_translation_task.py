@@ -153,8 +153,9 @@ def test_validation_loss_covers_every_pair(trained) -> None:
     assert metrics["nll_ppl"] == pytest.approx(math.exp(metrics["nll"]))
 
 
-def test_cli_translate_text_file_and_stdin(trained, tmp_path, capsys, monkeypatch) -> None:
+def test_cli_translate_text_file_and_stdin(trained, tmp_path, capsys, monkeypatch, caplog) -> None:
     import io
+    import logging
 
     from attnlab.cli import main
 
@@ -169,6 +170,17 @@ def test_cli_translate_text_file_and_stdin(trained, tmp_path, capsys, monkeypatc
     monkeypatch.setattr("sys.stdin", io.StringIO("b c d e\n"))
     assert main(["translate", run_dir, "-"]) == 0
     assert capsys.readouterr().out.splitlines() == ["e d c b"]
-    path.write_text("a b c d\n\nb c d e\n")
+    # options before the text as well as after it (issue 24 item 9)
+    assert main(["translate", run_dir, "--beams", "1", "a b c d"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["d c b a"]
+    assert main(["translate", "--beams", "1", run_dir, "--file", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["e f g h", "d c b a a"]
+    # blank lines are skipped with a count (they were an error for the whole file)
+    path.write_text("a b c d\n\n  \nb c d e\n")
+    with caplog.at_level(logging.INFO):
+        assert main(["translate", run_dir, "--file", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["d c b a", "e d c b"]
+    assert "in.txt: skipped 2 blank lines" in caplog.text
+    path.write_text("\n \n")
     assert main(["translate", run_dir, "--file", str(path)]) == 1
-    assert "in.txt: line 2 is empty" in capsys.readouterr().err
+    assert "in.txt has no text" in capsys.readouterr().err

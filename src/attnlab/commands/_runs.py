@@ -5,8 +5,11 @@ the RUN_DIR TEXT / --file arguments and the input lines they give. Loading the r
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def add_input_arguments(parser: argparse.ArgumentParser, what: str, verb: str) -> None:
@@ -23,7 +26,8 @@ def add_input_arguments(parser: argparse.ArgumentParser, what: str, verb: str) -
 
 def read_inputs(text: str | None, file: str | None) -> list[str]:
     """Input lines: the TEXT argument, the lines of --file, or standard input ("-" or no
-    TEXT while stdin is not a terminal). Blank lines are an error naming their number."""
+    TEXT while stdin is not a terminal). Blank lines are skipped, with a note giving their count
+    on the log (standard error)."""
     if text is not None and file is not None:
         raise ValueError("give either TEXT or --file, not both")
     if file is not None:
@@ -42,9 +46,10 @@ def read_inputs(text: str | None, file: str | None) -> list[str]:
         source = "standard input"
     else:
         raise ValueError("give TEXT, --file PATH, or pipe text into standard input")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            raise ValueError(f"{source}: line {i + 1} is empty")
-    if not lines:
+    kept = [line.strip() for line in lines if line.strip()]
+    if not kept:
         raise ValueError(f"{source} has no text")
-    return [line.strip() for line in lines]
+    if len(kept) < len(lines):
+        blank = len(lines) - len(kept)
+        logger.info("%s: skipped %d blank line%s", source, blank, "" if blank == 1 else "s")
+    return kept

@@ -71,11 +71,22 @@ def run(args: argparse.Namespace) -> int:
         generation=generation,
         source=str(loaded.path),
     )
+    failed = 0
     for text in _turns(args):
         if args.message:
             print(f"you> {text}")
+        try:
+            pieces = session.send(text)
+        except ValueError as err:  # this turn only: the conversation goes on
+            print(f"attnlab chat: error: {err}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        for note in session.notes:
+            print(f"attnlab chat: note: {note}", file=sys.stderr, flush=True)
         print("assistant> ", end="", flush=True)
-        for piece in session.send(text):
+        for piece in pieces:
             print(piece, end="", flush=True)
+        if session.cut is not None:
+            print(f" [cut at {session.cut} tokens: raise --max-new-tokens]", end="")
         print()
-    return 0
+    return 1 if failed else 0

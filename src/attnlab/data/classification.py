@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attnlab.config.fast import fast_rows
 from attnlab.data.parallel import CORPORA_DIR, read_lines
 
 logger = logging.getLogger(__name__)
@@ -156,6 +157,8 @@ def load_classification(
             label_names=label_names or spec["labels"],
         )
         data.name = f"{name}/{split}"
+        if (rows := fast_rows()) is not None:  # ATTNLAB_FAST=1: a smoke test's share
+            data.texts, data.labels = data.texts[:rows], data.labels[:rows]
         return data
     path = Path(name_or_path)
     if not path.exists():

@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlab.config.fast import fast_rows
+
 logger = logging.getLogger(__name__)
 
 CORPORA_DIR = Path(__file__).resolve().parent / "corpora"
@@ -156,4 +158,6 @@ def load_parallel(
         target_lang=tgt,
     )
     corpus.name = f"{name}/{split}"
+    if (rows := fast_rows()) is not None:  # ATTNLAB_FAST=1: a smoke test's share
+        corpus.source, corpus.target = corpus.source[:rows], corpus.target[:rows]
     return corpus

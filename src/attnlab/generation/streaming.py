@@ -10,7 +10,7 @@ decode of all ids.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 import torch
 from torch import Tensor
@@ -62,11 +62,14 @@ def stream(
     prompt_ids: Sequence[int] | Tensor,
     config: GenerationConfig | None = None,
     generator: torch.Generator | None = None,
-) -> Iterator[str]:
+) -> Generator[str, None, int | None]:
     """Generate from one prompt, yielding text pieces of the new tokens as they come.
 
     Greedy or sampling only (``num_beams`` must be 1). Joined, the pieces equal
     ``tokenizer.decode(new_ids)`` of the non-streamed generation with the same settings.
+    The generator's return value (``StopIteration.value``, or ``x = yield from stream(...)``)
+    is the number of new tokens when ``max_new_tokens`` cut the text, and None when an eos
+    token or the model ended it.
     """
     config = config or GenerationConfig()
     if config.num_beams != 1:
@@ -86,13 +89,16 @@ def stream(
             session.use_traced_step()
         decoder = IncrementalDecoder(tokenizer)
         eos = set(config.eos_token_ids)
+        count = 0
         for tokens in decode_tokens(session, config, generator, tokenizer):
             token = int(tokens[0])
             if token in eos:
                 break
+            count += 1
             piece = decoder.push([token])
             if piece:
                 yield piece
         tail = decoder.finish()
         if tail:
             yield tail
+        return count if count == config.max_new_tokens else None

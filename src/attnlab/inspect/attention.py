@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.bucketing import pad_sequences
+from attnlab.inspect.labels import is_byte_level, token_labels
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,6 @@ KIND_TITLES = {
     "decoder": "decoder self-attention",
     "cross": "cross-attention (target -> source)",
 }
-
-# how byte-level / sentencepiece tokenizers spell spaces and newlines in their vocabularies
-_DISPLAY = {"\u0120": " ", "\u2581": " ", "\u010a": "\\n", "\n": "\\n", "\t": "\\t"}
 
 
 class TokenizerLike(Protocol):
@@ -105,18 +103,19 @@ def _check_index(name: str, value: int, size: int) -> None:
 
 
 def display_token(token: str | None, token_id: int) -> str:
-    """A readable label for a vocabulary entry (byte-level 'Ġ' and sentencepiece '▁' become
-    spaces, newlines are escaped, an all-space token shows as '␣'); unknown ids show as
-    ``<id>``."""
-    if token is None:
-        return f"<{token_id}>"
-    text = "".join(_DISPLAY.get(ch, ch) for ch in token)
-    return text.replace(" ", "\u2423") if not text.strip() else text  # a visible space
+    """A readable label for one vocabulary entry on its own (byte-level 'Ġ' and
+    sentencepiece '▁' become spaces, newlines are escaped, an all-space token shows as
+    '␣'); unknown ids show as ``<id>``. ``tokens_for`` labels a whole sequence, decoding
+    byte-level tokens."""
+    return token_labels([token], [token_id], byte_level=False)[0]
 
 
 def tokens_for(tokenizer: TokenizerLike, ids: Sequence[int]) -> list[str]:
-    """Display labels for a list of token ids."""
-    return [display_token(tokenizer.id_to_token(int(i)), int(i)) for i in ids]
+    """Display labels for a list of token ids: the decoded text of each token
+    (``attnlab.inspect.labels``), so byte-level BPE bytes read as the characters they spell."""
+    ids = [int(i) for i in ids]
+    tokens = [tokenizer.id_to_token(i) for i in ids]
+    return token_labels(tokens, ids, is_byte_level(tokenizer))
 
 
 @torch.no_grad()

@@ -1,8 +1,9 @@
 """Training curves from a run folder's ``metrics.jsonl``.
 
 The contract (written by the trainer): one JSON object per line with ``step`` (int),
-``time`` (seconds since training started), ``split`` ("train" or "val") and ``loss``; train
-lines add ``lr`` and ``tokens_per_s``, val lines add ``ppl`` and ``bits_per_token``.
+``time`` (seconds since training started, over all resumes), ``split`` ("train" or "val")
+and ``loss``; train lines add ``lr`` and ``tokens_per_s``, val lines add ``ppl`` and
+``bits_per_token``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,23 @@ def _series(rows: dict[int, dict]) -> Series:
     return Series(np.array(steps, dtype=np.int64), column("time"), column("loss"), column("lr"))
 
 
+class _Clock:
+    """Cumulative training time across resumes: runs written before the trainer carried
+    its clock over a resume restart ``time`` at 0 in each session; a line whose time goes
+    back starts a new session, continued from where the last line ended."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.last_raw = -math.inf
+        self.last = 0.0
+
+    def __call__(self, raw: float) -> float:
+        if raw < self.last_raw:  # a resumed session whose clock restarted
+            self.offset = self.last
+        self.last_raw, self.last = raw, raw + self.offset
+        return self.last
+
+
 def read_metrics(path: str | Path) -> TrainingCurves:
     """Read a run folder (or a metrics.jsonl file) into train and val series."""
     path = Path(path)
@@ -59,6 +77,7 @@ def read_metrics(path: str | Path) -> TrainingCurves:
     with reading(file, "not UTF-8 text"):
         text = file.read_text(encoding="utf-8")
     by_split: dict[str, dict[int, dict]] = {"train": {}, "val": {}}
+    clock = _Clock()
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -72,6 +91,7 @@ def read_metrics(path: str | Path) -> TrainingCurves:
             ) from None
         if split not in by_split:
             raise ValueError(f"{file}:{number}: split={split!r}; expected 'train' or 'val'")
+        row = {**row, "time": clock(float(row["time"]))}
         by_split[split][step] = row  # a NaN loss stays: the plot shows the gap
     if not by_split["train"] and not by_split["val"]:
         raise ValueError(f"{file} holds no metrics lines")

@@ -54,14 +54,17 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
 # --- attention -----------------------------------------------------------------------------
 
 
-def _cell_inches(n_query: int, n_key: int) -> float:
-    """Side of one heatmap: grows with the token count so labels stay legible."""
-    return float(min(6.0, max(1.6, 0.5 + 0.14 * max(n_query, n_key))))
+def _cell_inches(n_query: int, n_key: int, n_layers: int = 1, n_heads: int = 1) -> float:
+    """Side of one heatmap: 0.16 inch a token (labels of about 8 points, legible at 64
+    tokens) up to 12 inches, less when a big grid would pass ~24,000 pixels at 100 dpi."""
+    wanted = max(1.6, 0.5 + 0.16 * max(n_query, n_key))
+    fits = max(1.6, 240.0 / max(n_layers, n_heads, 1))
+    return float(min(wanted, 12.0, fits))
 
 
 def attention_figsize(n_layers: int, n_heads: int, n_query: int, n_key: int) -> tuple[float, float]:
     """(width, height) in inches of one layers x heads grid of heatmaps."""
-    cell = _cell_inches(n_query, n_key)
+    cell = _cell_inches(n_query, n_key, n_layers, n_heads)
     label = 0.3 + 0.07 * 8  # room for token labels and titles
     return n_heads * cell + label + 0.8, n_layers * cell + label + 0.5
 
@@ -86,7 +89,7 @@ def _draw_grid(fig: Figure, amap: AttentionMap, cmap: str) -> None:
     n_layers, n_heads, n_query, n_key = weights.shape
     axes = np.atleast_2d(fig.subplots(n_layers, n_heads, squeeze=False))
     # about 70% of the space one token gets along a cell's side, in points
-    per_token = _cell_inches(n_query, n_key) / max(n_query, n_key, 1)
+    per_token = _cell_inches(n_query, n_key, n_layers, n_heads) / max(n_query, n_key, 1)
     fontsize = max(4.0, min(10.0, 0.7 * 72.0 * per_token))
     vmax = float(weights.max()) if weights.size else 1.0
     image = None

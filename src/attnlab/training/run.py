@@ -18,6 +18,7 @@ from attnlab.checkpoint import (
     load_state,
     load_tokenizer,
 )
+from attnlab.config.fast import fast_budget
 from attnlab.config.train import RESUME_LOCKED_KEYS, TrainConfig
 from attnlab.models import build_model
 from attnlab.tasks.registry import build_task
@@ -65,6 +66,7 @@ def resolve_out_dir(config: TrainConfig, *, force: bool = False) -> Path:
 def new_run(config: TrainConfig, *, force: bool = False) -> Trainer:
     """A Trainer for a fresh run of ``config`` (the model initialised from ``config.seed``);
     ``force``: in ``config.out_dir`` even when it is not empty (see ``resolve_out_dir``)."""
+    config = fast_budget(config)  # ATTNLAB_FAST=1: a smoke-test budget (tests only)
     out_dir = resolve_out_dir(config, force=force)
     setup = build_task(config)
     torch.manual_seed(config.seed)  # the model's initial weights (and dropout) follow the seed
@@ -118,7 +120,7 @@ def resume_run(run_dir: str | Path, config: TrainConfig | None = None) -> Traine
             f"cannot resume {run_dir}: the configuration does not match the run's "
             f"{TRAIN_CONFIG_FILE} ({'; '.join(diffs)})"
         )
-    config = dataclasses.replace(config, out_dir=str(run_dir))
+    config = fast_budget(dataclasses.replace(config, out_dir=str(run_dir)))
     state = load_state(find_checkpoint(run_dir) / STATE_FILE)
     tokenizer = load_tokenizer(run_dir)
     target_tokenizer = load_tokenizer(run_dir, "target_tokenizer.json")

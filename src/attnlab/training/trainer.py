@@ -160,6 +160,7 @@ class Trainer:
         self.step = 0
         self.train_time = 0.0
         self.wall_time = 0.0  # seconds since the run started, over all resumes
+        self._session_start: float | None = None  # perf_counter() when train() began
         self.tokens_seen = 0
         self.best_val_loss: float | None = None
         self.last_val: dict[str, float] | None = None
@@ -181,7 +182,10 @@ class Trainer:
             "format": _STATE_FORMAT,
             "step": self.step,
             "train_time": self.train_time,
-            "wall_time": self.wall_time,
+            # the time of this moment (a checkpoint mid-run), so a resume continues the clock
+            "wall_time": self.wall_time
+            if self._session_start is None
+            else self._wall(self._session_start),
             "tokens_seen": self.tokens_seen,
             "best_val_loss": self.best_val_loss,
             "optimizer": self.optimizer.state_dict(),
@@ -531,7 +535,7 @@ class Trainer:
         forward = maybe_compile(self.model, bool(self.speed.compile), self.device)
         self.model.train()
         self._signal = None
-        wall_start = time.perf_counter()
+        wall_start = self._session_start = time.perf_counter()
         log_start, log_tokens = time.perf_counter(), 0
         with self._signals(), _ProgressBar(c.progress, self) as bar, self._batch_thread():
             while (reason := self._stop_reason(until_step)) is None:
@@ -561,7 +565,7 @@ class Trainer:
             elif self.saved_step != self.step:  # interrupted: save quickly, no evaluation
                 self._check_finite()
                 self.save_checkpoint()
-        self.wall_time = self._wall(wall_start)
+        self.wall_time, self._session_start = self._wall(wall_start), None
         if reason == "interrupted":
             _log.warning("stopped by signal %s; checkpoint saved in %s", self._signal, self.out_dir)
         return TrainResult(
@@ -570,24 +574,30 @@ class Trainer:
 
 
 class _ProgressBar:
-    """A rich progress bar (loss, tokens/s, ETA) or, when disabled, log lines."""
+    """A rich progress bar (loss, tokens/s, ETA) or, when disabled, log lines. When the
+    output is not a terminal (piped, redirected) there is no bar: plain, unwrapped log lines,
+    and a progress line at each tenth of the run."""
 
     def __init__(self, enabled: bool, trainer: Trainer) -> None:
         self.enabled = enabled
         self.trainer = trainer
         self.progress = None
+        self.tenths = -1  # the last tenth of the run given a plain progress line
 
     def __enter__(self) -> _ProgressBar:
         if self.enabled:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+            console = Console(log_path=False)
+            if not console.is_terminal:  # piped: log lines (no cut bar, no 80-column wrap)
+                return self
             self.progress = Progress(
                 TextColumn("[bold]train"),
                 BarColumn(),
                 TextColumn("{task.fields[status]}"),
                 TimeElapsedColumn(),
-                console=Console(log_path=False),
+                console=console,
             )
             self.progress.start()
             self.task_id = self.progress.add_task("train", total=1.0, status="starting")
@@ -599,6 +609,7 @@ class _ProgressBar:
 
     def update(self, record: dict[str, Any]) -> None:
         if self.progress is None:
+            self._plain_update(record)
             return
         t = self.trainer
         fraction = t._progress_fraction()
@@ -610,6 +621,21 @@ class _ProgressBar:
         if t.last_val is not None:
             status += f"  val {t.last_val['loss']:.4f}"
         self.progress.update(self.task_id, completed=fraction, status=status)
+
+    def _plain_update(self, record: dict[str, Any]) -> None:
+        """Piped output: one plain line when the run passes each tenth of its budget."""
+        if not self.enabled:
+            return
+        tenths = int(self.trainer._progress_fraction() * 10)
+        if tenths > self.tenths:
+            self.tenths = tenths
+            _log.info(
+                "step %d (%d%%): loss %.4f, %s tok/s",
+                self.trainer.step,
+                10 * tenths,
+                record["loss"],
+                f"{record['tokens_per_s']:,.0f}",
+            )
 
     def report(self, metrics: dict[str, float]) -> None:
         t = self.trainer
