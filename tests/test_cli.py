@@ -92,3 +92,41 @@ def test_hostile_model_files_are_one_line_from_the_command(tmp_path) -> None:
         assert out.returncode == 1
         assert out.stderr.startswith(f"attnlab generate: error: {path}: "), out.stderr
         assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def _openmp_environment(tmp_path, **env: str) -> str:
+    """What the OpenMP runtime of an ``attnlab info`` process reads at start (its
+    ``OMP_DISPLAY_ENV`` report on stderr)."""
+    import os
+
+    import pytest
+
+    config = tmp_path / "config.json"
+    ModelConfig(vocab_size=50, d_model=32, n_heads=4, n_layers=2).to_json(config)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    environ.update(OMP_DISPLAY_ENV="VERBOSE", **env)
+    out = subprocess.run(
+        [sys.executable, "-m", "attnlab.cli", "info", str(config)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
+    )
+    if "GOMP_SPINCOUNT" not in out.stderr:
+        pytest.skip("this torch's OpenMP runtime is not GNU's (no GOMP_SPINCOUNT report)")
+    return out.stderr
+
+
+def test_the_cli_sets_the_openmp_wait_policy_before_torch_loads(tmp_path) -> None:
+    # typed by hand, ``attnlab train`` must run with the settings ``make demo`` used to set:
+    # PASSIVE makes idle threads sleep at once (spin count 0; unset, GNU OpenMP spins 300000)
+    assert "GOMP_SPINCOUNT = '0'" in _openmp_environment(tmp_path)
+    # the user's own value wins
+    active = _openmp_environment(tmp_path, OMP_WAIT_POLICY="active")
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in active and "GOMP_SPINCOUNT = '0'" not in active
+
+
+def test_importing_attnlab_and_its_cli_does_not_import_torch() -> None:
+    code = "import sys, attnlab, attnlab.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -53,7 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Environment the OpenMP runtime reads once, when torch loads it; the user's own value wins.
+# PASSIVE: idle OpenMP threads sleep instead of spinning, which keeps a shared, busy CPU from
+# slowing training several-fold (bench/RESULTS.md, "The main job"), so ``attnlab train``
+# typed by hand runs as fast as ``make demo``.
+THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def set_thread_environment() -> None:
+    """Set ``THREAD_ENVIRONMENT``'s variables the user has not set. Only effective before
+    torch is imported: ``import attnlab`` and the command modules do not import it."""
+    for name, value in THREAD_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    set_thread_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
