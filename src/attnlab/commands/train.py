@@ -57,15 +57,12 @@ def _converter(annotation: Any) -> Callable[[str], Any]:
                 return False
             raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
         if typing.get_origin(base) is dict or base is dict:
-            import yaml
-
-            try:
-                value = yaml.safe_load(text)
-            except yaml.YAMLError:
-                value = None
+            value = _yaml_value(text)
             if not isinstance(value, dict):
                 raise argparse.ArgumentTypeError(f"expected a mapping like {{a: 1}}, got {text!r}")
             return value
+        if typing.get_origin(base) in (list, tuple) or base in (list, tuple):
+            return _sequence(text, base)
         if base in (int, float):
             try:
                 return base(text)
@@ -77,6 +74,40 @@ def _converter(annotation: Any) -> Callable[[str], Any]:
 
     convert.__name__ = getattr(base, "__name__", "value")
     return convert
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def _sequence(text: str, annotation: Any) -> list[Any] | tuple[Any, ...]:
+    """A YAML list such as ``[negative, positive]``, its items checked against the element
+    type of ``list[X]`` / ``tuple[X, ...]`` (scalars become ``str`` for ``list[str]``)."""
+    value = _yaml_value(text)
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"expected a list like [a, b], got {text!r}")
+    container = typing.get_origin(annotation) or annotation
+    element = next((a for a in typing.get_args(annotation) if a is not Ellipsis), Any)
+    items = []
+    for item in value:
+        if element is str and isinstance(item, (str, int, float, bool)):
+            item = str(item)
+        elif element is float and isinstance(item, int) and not isinstance(item, bool):
+            item = float(item)
+        elif element is not Any and (
+            not isinstance(element, type)
+            or not isinstance(item, element)
+            or (isinstance(item, bool) and element is not bool)
+        ):
+            name = getattr(element, "__name__", str(element))
+            raise argparse.ArgumentTypeError(f"expected a list of {name}, got {item!r} in {text!r}")
+        items.append(item)
+    return tuple(items) if container is tuple else items
 
 
 def _add_fields(group: argparse._ArgumentGroup, keys: dict[str, Any], comments: dict) -> None:
