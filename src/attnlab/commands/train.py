@@ -28,6 +28,14 @@ Examples:
   attnlab train shakespeare-char --device cuda    # nanoGPT's baby GPT
   attnlab train --data my_text.txt --max-time 300 # your own text (a .txt file or folder)
   attnlab train --resume runs/shakespeare-cpu --max-steps 8000
+Resuming: --max-steps and --max-time count from the start of the run (max_time: seconds of
+training over all resumes; evaluation, saving and the first step, which compiles with
+--compile, do not count). A budget you pass replaces the saved one; a saved budget you do not
+pass is dropped when it is used up, so --max-steps extends a run that stopped at its time
+limit and --max-time one that stopped at its step limit. When the budget changes, the learning
+rate goes on from the rate the run had reached and decays with the same schedule (cosine or
+wsd) to min_lr at the end of the new budget: no jump back to the peak (a finished run goes on
+at min_lr). A resume with nothing left to do says so and stops.
 """
 
 
@@ -248,7 +256,14 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     if args.resume:
-        trainer = resume_run(args.resume, config)
+        passed = {k for k in ("max_steps", "max_time") if hasattr(args, f"set_{k}")}
+        drop = tuple(sorted({"max_steps", "max_time"} - passed)) if passed else ()
+        trainer = resume_run(args.resume, config, drop_spent=drop)
+        done = trainer.nothing_left()
+        if done is not None:
+            print(f"nothing left to do in {args.resume}: {done}")
+            return 0
+        config = trainer.config
     else:
         trainer = new_run(config, force=getattr(args, "force", False))
     model, task = trainer.model, trainer.task
