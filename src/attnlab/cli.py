@@ -19,6 +19,7 @@ from attnlab.commands import (
     info,
     plot,
     positions,
+    presets,
     train,
     translate,
 )
@@ -29,6 +30,7 @@ from attnlab.commands import generate as generate_
 VERBS: dict[str, ModuleType] = {
     "info": info,
     "train": train,
+    "presets": presets,
     "eval": eval_,
     "translate": translate,
     "generate": generate_,
@@ -42,6 +44,17 @@ VERBS: dict[str, ModuleType] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help (unless the help already names it, or it is None
+    or a flag's False); descriptions and epilogs as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnlab", description="The Transformer, end to end.")
     parser.add_argument("--version", action="version", version=f"attnlab {__version__}")
@@ -50,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in VERBS.items():
         verb_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(verb_parser)
+        verb_parser.formatter_class = HelpFormatter
         verb_parser.set_defaults(run=module.run)
     return parser
 

@@ -262,3 +262,16 @@ def test_quantized_tiny_llama_packs_the_4bit_layers_and_stays_close(
     assert (got - want).abs().max() <= 2e-2 * want.abs().max()
     with pytest.raises(ValueError, match="cannot export a model with packed quantized layers"):
         save_hf_model(packed, tmp_path / "out")
+
+
+def test_info_reads_a_gguf_file_from_its_metadata(tmp_path: Path, capsys) -> None:
+    from attnlab.cli import main
+
+    _write_tiny_llama(tmp_path / "tiny.gguf", MIXED)
+    assert main(["info", str(tmp_path / "tiny.gguf")]) == 0
+    out = capsys.readouterr().out
+    expected = from_pretrained(tmp_path / "tiny.gguf").model.num_parameters()
+    assert f"parameters: {expected:,}" in out and f"n_kv_heads={TINY['kv_heads']}" in out
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF" + b"\0" * 20)
+    assert main(["info", str(tmp_path / "bad.gguf")]) == 1
+    assert str(tmp_path / "bad.gguf") in capsys.readouterr().err

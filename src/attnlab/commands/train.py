@@ -118,7 +118,26 @@ def _sequence(text: str, annotation: Any) -> list[Any] | tuple[Any, ...]:
     return tuple(items) if container is tuple else items
 
 
-def _add_fields(group: argparse._ArgumentGroup, keys: dict[str, Any], comments: dict) -> None:
+def _defaults(cls: type) -> dict[str, Any]:
+    """name -> the default of each dataclass field that has one."""
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def _add_fields(
+    group: argparse._ArgumentGroup,
+    keys: dict[str, Any],
+    comments: dict,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    defaults = defaults or {}
     for name, annotation in keys.items():
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         kind = annotation if isinstance(annotation, types.UnionType) else annotation.__name__
@@ -128,7 +147,8 @@ def _add_fields(group: argparse._ArgumentGroup, keys: dict[str, Any], comments: 
             type=_converter(annotation),
             default=argparse.SUPPRESS,
             metavar=str(kind).upper().replace(" ", ""),
-            help=comments.get(name, "").replace("%", "%%"),
+            help=(comments.get(name) or name.replace("_", " ")).replace("%", "%%")
+            + (f" (default: {defaults[name]})" if name in defaults else ""),
         )
 
 
@@ -188,7 +208,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=300,
         metavar="N",
-        help="after training a language model, print N sampled tokens (default 300; 0: none)",
+        help="after training a language model, print N sampled tokens (0: none)",
     )
     train_help = {
         **_field_comments(TrainConfig),
@@ -197,8 +217,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "max_seq_len": "the context length: the model's max_seq_len and the length of "
         "training windows (in YAML a top-level max_seq_len may be shorter than the model's)",
     }
-    train_group = parser.add_argument_group("training options (TrainConfig)")
-    _add_fields(train_group, train_keys(), train_help)
+    train_group = parser.add_argument_group(
+        "training options (TrainConfig)",
+        "unset: the preset's or YAML file's value, else the default shown",
+    )
+    _add_fields(train_group, train_keys(), train_help, _defaults(TrainConfig))
     for old, new in TrainConfig.old_spellings.items():  # still accepted, not listed
         train_group.add_argument(
             f"--{old}",
@@ -209,9 +232,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help=argparse.SUPPRESS,
         )
     _add_fields(
-        parser.add_argument_group("model options (ModelConfig)"),
+        parser.add_argument_group(
+            "model options (ModelConfig)",
+            "unset: the preset's or YAML file's value, else the default shown",
+        ),
         {k: v for k, v in model_keys().items() if k not in train_keys()},  # max_seq_len: above
         {**_model_help(), **_field_comments(ModelConfig)},
+        _defaults(ModelConfig),
     )
 
 

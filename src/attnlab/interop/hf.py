@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from attnlab.config import ModelConfig
 from attnlab.filecheck import BadFileError, read_json_object, reading
 from attnlab.interop._build import model_from_state
 from attnlab.interop.layouts import from_attnlab, layout_for, layout_for_config, to_attnlab
@@ -76,6 +77,35 @@ def read_config(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json")
     return read_json_object(path, "JSON")
+
+
+def _weight_names(folder: Path) -> set[str]:
+    """The tensor names of a Hugging Face folder: read from safetensors headers when it has
+    them (no tensor loaded), else from its weights."""
+    from safetensors import safe_open
+
+    files = [folder / "model.safetensors"]
+    index = folder / "model.safetensors.index.json"
+    if not files[0].is_file() and index.is_file():
+        files = [folder / shard for shard in shard_names(index)]
+    if not all(f.is_file() for f in files):
+        return set(read_weights(folder))
+    names: set[str] = set()
+    for file in files:
+        with reading(file, "not a readable safetensors file"), safe_open(file, "pt") as f:
+            names.update(f.keys())
+    return names
+
+
+def hf_config(folder: str | Path) -> ModelConfig:
+    """The attnlab ModelConfig of a Hugging Face folder (its weights are not loaded)."""
+    folder = Path(folder)
+    hf = read_config(folder)
+    model_type = hf.get("model_type")
+    if not isinstance(model_type, str):
+        raise BadFileError(folder / "config.json", f"model_type={model_type!r} is not a name")
+    with reading(folder / "config.json", "not a usable model config"):
+        return layout_for(model_type).to_config(hf, _weight_names(folder))
 
 
 def load_hf_model(
