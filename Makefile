@@ -27,10 +27,11 @@ test: lint
 
 # Train the CPU preset (shakespeare-cpu: a small GPT on Tiny Shakespeare, about 2 minutes),
 # then print its validation loss and a sample. Each run gets its own folder under runs/.
-# OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning, which keeps a
-# shared, busy CPU from slowing training several-fold (bench/RESULTS.md, "The main job").
+# The command sets OMP_WAIT_POLICY=PASSIVE itself (unless set): idle OpenMP threads sleep
+# instead of spinning, which keeps a shared, busy CPU from slowing training several-fold
+# (bench/RESULTS.md, "The main job"), so `attnlab train` typed by hand runs the same.
 demo: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m attnlab.cli train shakespeare-cpu --sample 500
+	$(PY) -m attnlab.cli train shakespeare-cpu --sample 500
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

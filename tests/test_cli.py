@@ -92,3 +92,91 @@ def test_hostile_model_files_are_one_line_from_the_command(tmp_path) -> None:
         assert out.returncode == 1
         assert out.stderr.startswith(f"attnlab generate: error: {path}: "), out.stderr
         assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def _openmp_environment(tmp_path, **env: str) -> str:
+    """What the OpenMP runtime of an ``attnlab info`` process reads at start (its
+    ``OMP_DISPLAY_ENV`` report on stderr)."""
+    import os
+
+    import pytest
+
+    config = tmp_path / "config.json"
+    ModelConfig(vocab_size=50, d_model=32, n_heads=4, n_layers=2).to_json(config)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    environ.update(OMP_DISPLAY_ENV="VERBOSE", **env)
+    out = subprocess.run(
+        [sys.executable, "-m", "attnlab.cli", "info", str(config)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
+    )
+    if "GOMP_SPINCOUNT" not in out.stderr:
+        pytest.skip("this torch's OpenMP runtime is not GNU's (no GOMP_SPINCOUNT report)")
+    return out.stderr
+
+
+def test_the_cli_sets_the_openmp_wait_policy_before_torch_loads(tmp_path) -> None:
+    # typed by hand, ``attnlab train`` must run with the settings ``make demo`` used to set:
+    # PASSIVE makes idle threads sleep at once (spin count 0; unset, GNU OpenMP spins 300000)
+    assert "GOMP_SPINCOUNT = '0'" in _openmp_environment(tmp_path)
+    # the user's own value wins
+    active = _openmp_environment(tmp_path, OMP_WAIT_POLICY="active")
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in active and "GOMP_SPINCOUNT = '0'" not in active
+
+
+def test_importing_attnlab_and_its_cli_does_not_import_torch() -> None:
+    code = "import sys, attnlab, attnlab.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_info_of_a_run_or_model_folder_and_errors_name_the_file(tmp_path, capsys) -> None:
+    from attnlab.checkpoint import save_pretrained
+
+    config = ModelConfig(vocab_size=50, d_model=32, n_heads=4, n_layers=2)
+    model = build_model(config)
+    save_pretrained(tmp_path / "run", model, None)  # a folder: was IsADirectoryError
+    assert main(["info", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert f"parameters: {model.num_parameters():,}" in out
+    assert "config: vocab_size=50, d_model=32, n_heads=4" in out
+    for missing in ("missing.json", str(tmp_path / "nowhere")):
+        assert main(["info", missing]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("attnlab info: error:") and missing in err and "\n" not in err
+
+
+def test_presets_lists_one_line_each_and_prints_one(capsys) -> None:
+    from attnlab.presets import load_preset, preset_names
+
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == preset_names()
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # name + description
+    assert any("nanoGPT" in line for line in lines if line.startswith("shakespeare-char "))
+    assert main(["presets", "sst2"]) == 0
+    import yaml
+
+    assert yaml.safe_load(capsys.readouterr().out) == load_preset("sst2")
+    assert main(["presets", "sst3"]) == 1
+    assert "unknown preset 'sst3'" in capsys.readouterr().err
+
+
+def test_every_option_has_help_and_help_shows_defaults() -> None:
+    import argparse
+
+    from attnlab.cli import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, verb in verbs.choices.items():
+        for action in verb._actions:
+            if action.help != argparse.SUPPRESS:
+                assert action.help, f"attnlab {name} {action.option_strings or action.dest}"
+    text = " ".join(verbs.choices["train"].format_help().split())
+    assert "--sample N after training a language model, print N sampled tokens (0: none)" in text
+    assert "(default: 300)" in text and "(default: 5000)" in text  # --sample, --max_steps
+    assert "--lr FLOAT peak learning rate (AdamW) (default: 0.001)" in text
+    assert "(default: float32)" in " ".join(verbs.choices["generate"].format_help().split())

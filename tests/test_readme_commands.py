@@ -28,8 +28,6 @@ README = ROOT / "README.md"
 SKIP = {
     # needs a CUDA GPU (skipped only where there is none)
     "attnlab train shakespeare-char --device cuda": "no CUDA device",
-    # issue 24 item 3 (dict overrides, branch cliux) makes this work: remove after merging it
-    'attnlab train sst2 --task_options "{init_from: runs/sst2-mlm}"': "pending item 3",
 }
 # ``make`` lines and Python blocks are not collected: only lines of ```bash blocks that
 # start with ``attnlab`` (or a shell ``for`` loop around it) are commands of attnlab.

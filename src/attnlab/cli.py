@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -18,6 +19,7 @@ from attnlab.commands import (
     info,
     plot,
     positions,
+    presets,
     train,
     translate,
 )
@@ -28,6 +30,7 @@ from attnlab.commands import generate as generate_
 VERBS: dict[str, ModuleType] = {
     "info": info,
     "train": train,
+    "presets": presets,
     "eval": eval_,
     "translate": translate,
     "generate": generate_,
@@ -57,6 +60,17 @@ class _VerbParser(argparse.ArgumentParser):
             self._intermixing = False
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help (unless the help already names it, or it is None
+    or a flag's False); descriptions and epilogs as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnlab", description="The Transformer, end to end.")
     parser.add_argument("--version", action="version", version=f"attnlab {__version__}")
@@ -65,11 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in VERBS.items():
         verb_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(verb_parser)
+        verb_parser.formatter_class = HelpFormatter
         verb_parser.set_defaults(run=module.run)
     return parser
 
 
+# Environment the OpenMP runtime reads once, when torch loads it; the user's own value wins.
+# PASSIVE: idle OpenMP threads sleep instead of spinning, which keeps a shared, busy CPU from
+# slowing training several-fold (bench/RESULTS.md, "The main job"), so ``attnlab train``
+# typed by hand runs as fast as ``make demo``.
+THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def set_thread_environment() -> None:
+    """Set ``THREAD_ENVIRONMENT``'s variables the user has not set. Only effective before
+    torch is imported: ``import attnlab`` and the command modules do not import it."""
+    for name, value in THREAD_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    set_thread_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")

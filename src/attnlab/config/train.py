@@ -85,7 +85,7 @@ class TrainConfig(_JsonConfig):
     batch_size: int = 32  # sequences per micro-batch
     grad_accum_steps: int = 1  # micro-batches per optimizer step
     max_steps: int = 5000  # optimizer steps (the cosine decay ends here or at max_time)
-    max_time: float | None = None  # seconds of training (evaluation and saving excluded)
+    max_time: float | None = None  # training seconds over all resumes (not eval, save, compile)
     optimizer: str = "adamw"  # adamw, or muon (Muon for the blocks' matrices, AdamW the rest)
     lr: float = 1e-3  # peak learning rate (AdamW)
     min_lr: float | None = None  # end of the decay; None: lr / 10

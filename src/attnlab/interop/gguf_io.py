@@ -378,6 +378,20 @@ class GGUFContents:
     chat_template: str | None
 
 
+def gguf_config(path: str | Path) -> ModelConfig:
+    """The ModelConfig of a GGUF file, from its metadata (no tensor is read)."""
+    path = Path(path)
+    reader = open_gguf(path)
+    with reading(path, "not a usable GGUF model"):
+        arch = _field(reader, "general.architecture")
+        if arch not in ARCHITECTURES:
+            raise ValueError(
+                f"GGUF architecture {arch!r} is not supported; supported: "
+                f"{', '.join(ARCHITECTURES)}"
+            )
+        return _llama_config(reader, {t.name for t in reader.tensors})
+
+
 def load_gguf(
     path: str | Path, *, dtype: torch.dtype = torch.float32, quantized: bool = False
 ) -> GGUFContents:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from attnlab.config import ModelConfig
 from attnlab.filecheck import BadFileError, read_json_object, reading
 from attnlab.interop._build import model_from_state
 from attnlab.interop.layouts import from_attnlab, layout_for, layout_for_config, to_attnlab
@@ -78,6 +80,35 @@ def read_config(folder: Path) -> dict[str, Any]:
     return read_json_object(path, "JSON")
 
 
+def _weight_names(folder: Path) -> set[str]:
+    """The tensor names of a Hugging Face folder: read from safetensors headers when it has
+    them (no tensor loaded), else from its weights."""
+    from safetensors import safe_open
+
+    files = [folder / "model.safetensors"]
+    index = folder / "model.safetensors.index.json"
+    if not files[0].is_file() and index.is_file():
+        files = [folder / shard for shard in shard_names(index)]
+    if not all(f.is_file() for f in files):
+        return set(read_weights(folder))
+    names: set[str] = set()
+    for file in files:
+        with reading(file, "not a readable safetensors file"), safe_open(file, "pt") as f:
+            names.update(f.keys())
+    return names
+
+
+def hf_config(folder: str | Path) -> ModelConfig:
+    """The attnlab ModelConfig of a Hugging Face folder (its weights are not loaded)."""
+    folder = Path(folder)
+    hf = read_config(folder)
+    model_type = hf.get("model_type")
+    if not isinstance(model_type, str):
+        raise BadFileError(folder / "config.json", f"model_type={model_type!r} is not a name")
+    with reading(folder / "config.json", "not a usable model config"):
+        return layout_for(model_type).to_config(hf, _weight_names(folder))
+
+
 def load_hf_model(
     folder: str | Path, *, dtype: torch.dtype = torch.float32
 ) -> tuple[TransformerModel, Tokenizer | None]:
@@ -101,11 +132,40 @@ def load_hf_model(
     return model, read_tokenizer(folder)
 
 
+def _tokenizer_files(
+    tokenizer: Tokenizer, chat_template: str | None, max_length: int
+) -> dict[str, dict[str, Any]]:
+    """``special_tokens_map.json`` and ``tokenizer_config.json`` for ``tokenizer``: its
+    pad/bos/eos/unk tokens and the chat template, as ``transformers``' fast tokenizer reads
+    them."""
+    special = {}
+    for role in ("bos", "eos", "unk", "pad"):
+        token_id = getattr(tokenizer, f"{role}_id", None)
+        token = None if token_id is None else tokenizer.id_to_token(token_id)
+        if token is not None:
+            special[f"{role}_token"] = token
+    config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max_length,
+        "clean_up_tokenization_spaces": False,
+        **special,
+    }
+    if chat_template is not None:
+        config["chat_template"] = chat_template
+    return {"special_tokens_map.json": special, "tokenizer_config.json": config}
+
+
 def save_hf_model(
-    model: TransformerModel, folder: str | Path, tokenizer: Tokenizer | None = None
+    model: TransformerModel,
+    folder: str | Path,
+    tokenizer: Tokenizer | None = None,
+    chat_template: str | None = None,
 ) -> Path:
     """Write ``model`` as a Hugging Face folder that ``transformers`` loads with
-    ``AutoModel*.from_pretrained``; raises ValueError when no supported layout fits."""
+    ``AutoModel*.from_pretrained``, with ``tokenizer`` (its special tokens and
+    ``chat_template`` in ``tokenizer_config.json``, so ``AutoTokenizer`` and its
+    ``apply_chat_template`` work); raises ValueError when no supported layout fits. Every file
+    gets the mode the process's umask gives a new file."""
     from attnlab.nn.quantized import QuantizedLinear
 
     packed = [n for n, m in model.named_modules() if isinstance(m, QuantizedLinear)]
@@ -127,7 +187,13 @@ def save_hf_model(
             if token_id is not None:
                 hf_config[f"{field}_token_id"] = token_id
         tokenizer.save(folder / "tokenizer.json")
+        for name, values in _tokenizer_files(tokenizer, chat_template, config.max_seq_len).items():
+            (folder / name).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
     (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_file(from_attnlab(layout, config, state), folder / "model.safetensors", {"format": "pt"})
+    weights = folder / "model.safetensors"
+    save_file(from_attnlab(layout, config, state), weights, {"format": "pt"})
+    # safetensors may write through a private (0600) temporary file: give the weights the
+    # mode config.json got from open() and the umask, like every other file here
+    weights.chmod(stat.S_IMODE((folder / "config.json").stat().st_mode))
     return folder

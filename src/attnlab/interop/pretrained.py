@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from attnlab.bundled import BUNDLED, BundledModel, resolve_name
-from attnlab.checkpoint import BEST_DIR, CONFIG_FILE, LoadedModel, load_pretrained
+from attnlab.checkpoint import BEST_DIR, CONFIG_FILE, LoadedModel, load_config, load_pretrained
+from attnlab.config import ModelConfig
 from attnlab.filecheck import read_json_object
-from attnlab.interop.gguf_io import load_gguf
-from attnlab.interop.hf import load_hf_model
+from attnlab.interop.gguf_io import gguf_config, load_gguf
+from attnlab.interop.hf import hf_config, load_hf_model
 
 __all__ = [
     "BEST_DIR",
@@ -28,6 +29,7 @@ __all__ = [
     "BundledModel",
     "LoadedModel",
     "from_pretrained",
+    "model_config",
     "model_path",
     "resolve_name",
 ]
@@ -103,3 +105,19 @@ def from_pretrained(
     if device is not None:
         loaded.model.to(device)
     return loaded
+
+
+def model_config(name_or_path: str | Path) -> tuple[ModelConfig, Path]:
+    """The ModelConfig of any source ``from_pretrained`` takes, and the file or folder it
+    came from, without loading weights (a GGUF file's metadata, a folder's config.json)."""
+    path = model_path(name_or_path)
+    if path.is_file() and path.suffix == ".gguf":
+        return gguf_config(path), path
+    if path.is_file():
+        raise ValueError(f"{path} is not a model: give a folder or a .gguf file")
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} is not a model folder: it has no {CONFIG_FILE}")
+    if "model_type" in read_json_object(config_file, "JSON"):
+        return hf_config(path), config_file
+    return load_config(path), config_file

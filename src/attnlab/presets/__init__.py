@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DEFAULT_PRESET", "load_preset", "preset_names", "preset_path"]
+__all__ = ["DEFAULT_PRESET", "load_preset", "preset_description", "preset_names", "preset_path"]
 
 DEFAULT_PRESET = "shakespeare-cpu"  # what `attnlab train` with no arguments trains
 
@@ -37,6 +37,27 @@ def preset_path(name_or_path: str | Path) -> Path:
             "(or give the path of a YAML file)"
         )
     return builtin
+
+
+def preset_description(name: str, width: int = 90) -> str:
+    """The first sentence of a built-in preset's leading comment (without its ``name:``),
+    cut to about ``width`` characters; empty when the file starts with no comment."""
+    lines = []
+    for line in preset_path(name).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(lines).removeprefix(f"{name}:").strip()
+    sentences = [t + "." for t in text.split(". ")]
+    sentences[-1] = sentences[-1].removesuffix(".")
+    sentence = sentences[0]
+    for more in sentences[1:]:  # whole sentences while they fit
+        if len(sentence) + 1 + len(more) > width:
+            break
+        sentence += " " + more
+    if len(sentence) > width:
+        sentence = sentence[: width - 3].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+    return sentence
 
 
 MAX_YAML_BYTES = 2**20  # a config file; its aliases may expand to at most MAX_YAML_NODES values

@@ -320,14 +320,20 @@ def lr_at(
     warmup_steps: int,
     schedule: str = "cosine",
     decay_fraction: float = 0.3,
+    start: tuple[float, float] | None = None,
 ) -> float:
     """Learning rate of optimizer step ``step`` (0-based) as ``progress`` goes from 0 to 1
     (the fraction of the step budget, or of the time budget when that comes first): a linear
     warm-up over ``warmup_steps`` steps times, with ``schedule="cosine"``, a cosine decay from
     ``lr`` to ``min_lr`` over the whole budget, or with ``schedule="wsd"`` (warm-up, stable,
     decay) ``lr`` until ``progress`` reaches ``1 - decay_fraction``, then a linear decay to
-    ``min_lr`` at the end."""
+    ``min_lr`` at the end. ``start=(p0, lr0)``: a budget extended at progress ``p0`` when the
+    rate was ``lr0``: the same schedule from ``lr0`` to ``min_lr`` over the rest of the budget
+    (so the rate goes on from where it was, with no jump back to ``lr``)."""
     progress = min(max(progress, 0.0), 1.0)
+    if start is not None:
+        p0, lr = start
+        progress = 1.0 if p0 >= 1.0 else min(max((progress - p0) / (1.0 - p0), 0.0), 1.0)
     if schedule == "cosine":
         value = min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
     elif schedule == "wsd":

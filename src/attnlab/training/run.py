@@ -24,7 +24,7 @@ from attnlab.models import build_model
 from attnlab.tasks.registry import build_task
 from attnlab.training.trainer import TRAIN_CONFIG_FILE, Trainer
 
-__all__ = ["load_run_config", "new_run", "resolve_out_dir", "resume_run"]
+__all__ = ["NO_STEP_LIMIT", "load_run_config", "new_run", "resolve_out_dir", "resume_run"]
 
 _log = logging.getLogger(__name__)
 
@@ -106,10 +106,19 @@ def _differences(a: object, b: object, keys: tuple[str, ...]) -> list[str]:
     ]
 
 
-def resume_run(run_dir: str | Path, config: TrainConfig | None = None) -> Trainer:
+NO_STEP_LIMIT = 10**9  # max_steps of a run whose spent step budget a resume dropped
+
+
+def resume_run(
+    run_dir: str | Path, config: TrainConfig | None = None, *, drop_spent: tuple[str, ...] = ()
+) -> Trainer:
     """A Trainer that continues the run in ``run_dir``: by default with its saved config;
     ``config`` may change the budgets, logging and optimisation settings but not the data,
-    tokenizer or model (``RESUME_LOCKED_KEYS``)."""
+    tokenizer or model (``RESUME_LOCKED_KEYS``). ``drop_spent``: budgets (``max_steps``,
+    ``max_time``) dropped when the run has used them up, so that extending the other one
+    continues the run (the command line drops those the user did not pass). A changed budget
+    continues the learning-rate schedule from the rate the run had reached
+    (``Trainer.extend_budget``)."""
     run_dir = Path(run_dir)
     saved = load_run_config(run_dir)
     if config is None:
@@ -148,5 +157,15 @@ def resume_run(run_dir: str | Path, config: TrainConfig | None = None) -> Traine
         target_tokenizer=setup.target_tokenizer,
     )
     trainer.restore(state)
+    spent = {
+        "max_steps": trainer.step >= config.max_steps,
+        "max_time": config.max_time is not None and trainer.train_time >= config.max_time,
+    }
+    if any(spent[k] for k in drop_spent):
+        dropped = {"max_steps": NO_STEP_LIMIT, "max_time": None}
+        changes = {k: dropped[k] for k in drop_spent if spent[k]}
+        _log.info("the used-up budget(s) %s no longer apply", ", ".join(changes))
+        trainer.config = dataclasses.replace(trainer.config, **changes)
+    trainer.extend_budget(saved)
     _log.info("resuming %s at step %d", run_dir, trainer.step)
     return trainer

@@ -159,10 +159,13 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)  # data sampling only
         self.step = 0
         self.train_time = 0.0
+        self.compile_time = 0.0  # seconds of compiling steps, not counted in train_time
         self.wall_time = 0.0  # seconds since the run started, over all resumes
         self._session_start: float | None = None  # perf_counter() when train() began
         self.tokens_seen = 0
         self.best_val_loss: float | None = None
+        # (progress, lr) where a resume extended the budget: the schedule goes on from there
+        self.schedule_start: tuple[float, float] | None = None
         self.last_val: dict[str, float] | None = None
         self.saved_step: int | None = None
         self._signal: int | None = None
@@ -188,6 +191,7 @@ class Trainer:
             else self._wall(self._session_start),
             "tokens_seen": self.tokens_seen,
             "best_val_loss": self.best_val_loss,
+            "schedule_start": self.schedule_start,
             "optimizer": self.optimizer.state_dict(),
             "generator": self._generator_state(),
             "torch_rng": torch.get_rng_state(),
@@ -263,6 +267,7 @@ class Trainer:
         self.wall_time = state["wall_time"]
         self.tokens_seen = state["tokens_seen"]
         self.best_val_loss = state["best_val_loss"]
+        self.schedule_start = state.get("schedule_start")  # absent before budgets could grow
         self.saved_step = self.step
         if folder != self.out_dir:  # a save cut short while its files were being linked
             with deferred_signals():
@@ -369,12 +374,47 @@ class Trainer:
     def _wall(self, wall_start: float) -> float:
         return self.wall_time + time.perf_counter() - wall_start
 
-    def _progress_fraction(self) -> float:
-        c = self.config
+    def _progress_fraction(self, config: TrainConfig | None = None) -> float:
+        c = config or self.config
         fraction = self.step / c.max_steps
         if c.max_time is not None:
             fraction = max(fraction, self.train_time / c.max_time)
         return min(fraction, 1.0)
+
+    def _scheduled_lr(self, config: TrainConfig, warmup: bool = True) -> float:
+        """The base learning rate of the next step under ``config``'s budget and schedule."""
+        return lr_at(
+            self.step,
+            self._progress_fraction(config),
+            config.lr,
+            config.min_lr,
+            config.warmup_steps if warmup else 0,
+            schedule=config.lr_schedule,
+            decay_fraction=config.decay_fraction,
+            start=self.schedule_start,
+        )
+
+    def extend_budget(self, previous: TrainConfig) -> None:
+        """After ``restore``, when this config's budget (max_steps, max_time) differs from
+        ``previous``, the run's: the learning rate goes on from the one ``previous`` would
+        use now and decays with the schedule to ``min_lr`` over the rest of the new budget."""
+        if (previous.max_steps, previous.max_time) == (self.config.max_steps, self.config.max_time):
+            return
+        lr = self._scheduled_lr(previous, warmup=False)
+        self.schedule_start = (self._progress_fraction(), lr)
+
+    def nothing_left(self) -> str | None:
+        """Why a resumed run would stop before its first step (its budget is used up), as
+        one line; None when there is training left to do."""
+        c = self.config
+        if self.step >= c.max_steps:
+            return f"step {self.step} reached max_steps={c.max_steps}; pass a larger --max-steps"
+        if c.max_time is not None and self.train_time >= c.max_time:
+            return (
+                f"{self.train_time:.0f} s of training reached max_time={c.max_time:g} s; pass "
+                "a larger --max-time (seconds in total, over all resumes)"
+            )
+        return None
 
     def _stop_reason(self, until_step: int | None) -> str | None:
         if self._signal is not None:
@@ -482,15 +522,7 @@ class Trainer:
         tensor, tokens). Nothing here waits for the device: the loss and gradient norm are
         checked later, by ``_check_finite``."""
         c = self.config
-        lr = lr_at(
-            self.step,
-            self._progress_fraction(),
-            c.lr,
-            c.min_lr,
-            c.warmup_steps,
-            schedule=c.lr_schedule,
-            decay_fraction=c.decay_fraction,
-        )
+        lr = self._scheduled_lr(c)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         loss_sum: torch.Tensor | float = 0.0
@@ -533,6 +565,7 @@ class Trainer:
             self._truncate_metrics(0)
         _log.debug(self.speed.describe())
         forward = maybe_compile(self.model, bool(self.speed.compile), self.device)
+        compiling = bool(self.speed.compile)  # the first step compiles: not in the budget
         self.model.train()
         self._signal = None
         wall_start = self._session_start = time.perf_counter()
@@ -541,7 +574,11 @@ class Trainer:
             while (reason := self._stop_reason(until_step)) is None:
                 t0 = time.perf_counter()
                 _, n_tokens = self._train_step(forward)
-                self.train_time += time.perf_counter() - t0
+                if compiling:
+                    compiling = False
+                    self.compile_time += time.perf_counter() - t0
+                else:
+                    self.train_time += time.perf_counter() - t0
                 self.tokens_seen += n_tokens
                 log_tokens += n_tokens
                 if self.step % c.log_interval == 0 or self.step == 1:
