@@ -374,6 +374,15 @@ class Trainer:
     def _wall(self, wall_start: float) -> float:
         return self.wall_time + time.perf_counter() - wall_start
 
+    def _budget_position(self) -> str:
+        """Where the run is in the budget that ends it first: ``step 120/5000``, or, when the
+        time budget does, ``step 120, 31/120 s`` (a time-budgeted preset's max_steps is only a
+        ceiling, not worth showing)."""
+        c = self.config
+        if c.max_time is not None and self.train_time / c.max_time >= self.step / c.max_steps:
+            return f"step {self.step}, {self.train_time:.0f}/{c.max_time:.0f} s"
+        return f"step {self.step}/{c.max_steps}"
+
     def _progress_fraction(self, config: TrainConfig | None = None) -> float:
         c = config or self.config
         fraction = self.step / c.max_steps
@@ -652,7 +661,7 @@ class _ProgressBar:
         fraction = t._progress_fraction()
         eta = t.train_time * (1 - fraction) / fraction if fraction > 0 else float("nan")
         status = (
-            f"step {t.step}/{t.config.max_steps}  loss {record['loss']:.4f}  "
+            f"{t._budget_position()}  loss {record['loss']:.4f}  "
             f"{record['tokens_per_s']:,.0f} tok/s  ETA {eta:.0f}s"
         )
         if t.last_val is not None:
