@@ -184,3 +184,21 @@ def test_cli_translate_text_file_and_stdin(trained, tmp_path, capsys, monkeypatc
     path.write_text("\n \n")
     assert main(["translate", run_dir, "--file", str(path)]) == 1
     assert "in.txt has no text" in capsys.readouterr().err
+
+
+def test_cli_translate_notes_empty_translations(trained, tmp_path, capsys, monkeypatch) -> None:
+    """An undertrained model ends translations at once: the empty lines get a hint on stderr,
+    and stdout keeps one line per input."""
+    from attnlab.cli import main
+
+    trainer, _, _ = trained
+    path = tmp_path / "in.txt"
+    path.write_text("a b\nc d\n")
+    monkeypatch.setattr("attnlab.tasks.translation.translate", lambda *a, **k: ["", "x y"])
+    assert main(["translate", str(trainer.out_dir), "--file", str(path)]) == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines() == ["", "x y"]
+    assert "1 of 2 translations are empty" in out.err
+    monkeypatch.setattr("attnlab.tasks.translation.translate", lambda *a, **k: ["u", "x y"])
+    assert main(["translate", str(trainer.out_dir), "--file", str(path)]) == 0
+    assert "empty" not in capsys.readouterr().err

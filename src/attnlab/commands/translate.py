@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from attnlab.commands._runs import add_input_arguments, read_inputs
 
@@ -45,4 +46,11 @@ def run(args: argparse.Namespace) -> int:
     )
     for line in outputs:
         print(line)
+    empty = sum(1 for line in outputs if not line)
+    if empty:  # the model ended at once: undertrained, or a run that is not this language pair
+        print(
+            f"attnlab translate: note: {empty} of {len(outputs)} translations are empty (the "
+            "model ended them at once: it may be undertrained; try --best or train longer)",
+            file=sys.stderr,
+        )
     return 0

@@ -93,14 +93,12 @@ class TrainConfig(_JsonConfig):
     lr_schedule: str = "cosine"  # cosine from lr to min_lr over the budget, or wsd
     decay_fraction: float = 0.3  # wsd: lr held, then a linear decay over this end of the budget
     weight_decay: float = 0.1  # not applied to norms, biases and embeddings
-    ema_decay: float = (
-        0.0  # > 0 (e.g. 0.999): evaluate, and keep as best/, a moving average of the weights
-    )
+    ema_decay: float = 0.0  # > 0 (e.g. 0.999): best/ and evaluations use a moving average
     layer_lr_decay: float = 1.0  # < 1: block i of L learns at lr * decay**(L - i) (fine-tuning)
     freeze: str = ""  # comma-separated globs of parameter names held fixed (not trained)
-    # > 0: adversarial training on the token embeddings, perturbed by this fraction of each
-    # example's embedding norm (attnlab.training.adversarial; two passes a step)
-    adversarial_eps: float = 0.0
+    # the perturbation is this fraction of each example's embedding norm
+    # (attnlab.training.adversarial; two passes a step)
+    adversarial_eps: float = 0.0  # > 0: adversarial training on the token embeddings
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.99  # AdamW second-moment decay
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
