@@ -346,9 +346,12 @@ def _unit_name(run_dir: Path, step: int, current: Path | None) -> str:
 
 
 def _remove_stale(run_dir: Path, keep: Path | None) -> None:
-    """Remove checkpoint folders other than ``keep`` and temporary folders of saves that
-    were cut short."""
+    """Remove checkpoint folders other than ``keep``, temporary folders of saves that were
+    cut short, and the temporary files of atomic writes (``atomic.py``: ``.NAME.*.tmp``) that
+    a kill left behind, e.g. mid-way through replacing ``checkpoint.json``."""
     for path in run_dir.iterdir():
         ours = _UNIT_NAME.fullmatch(path.name) or path.name.startswith(_TMP_PREFIX)
         if ours and path.is_dir() and path != keep:
             shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file():
+            path.unlink(missing_ok=True)

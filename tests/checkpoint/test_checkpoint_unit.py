@@ -88,8 +88,11 @@ def test_leftovers_of_a_killed_save_are_removed_and_an_uncommitted_unit_is_ignor
     (run / "checkpoint-00000010").mkdir()
     (run / ".checkpoint-tmp-x").mkdir()
     (run / "checkpoint-notes").mkdir()  # not ours: kept
+    # a kill while checkpoint.json was being replaced leaves atomic.py's temporary file
+    (run / ".checkpoint.json.a1b2c3.tmp").write_text("{")
     assert find_checkpoint(run).name == "checkpoint-00000005"
     write_checkpoint(run, _fill(_model(0), 10), 10)
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
     assert sorted(p.name for p in run.iterdir() if "checkpoint-" in p.name) == [
         "checkpoint-00000010",
         "checkpoint-notes",
