@@ -262,7 +262,7 @@ def autocast_context(
 
 
 def configure_model(model: TransformerModel, settings: SpeedSettings) -> TransformerModel:
-    """Apply ``settings`` to ``model`` and the process as the Trainer does: the model's
+    """Apply ``settings`` to ``model`` and the process (the Trainer calls it): the model's
     attention backend (``settings.attention_backend``, through
     ``TransformerModel.set_attention_backend``) and ``keep_host_memory``."""
     if settings.keep_host_memory:

@@ -43,14 +43,18 @@ from attnlab.data.prefetch import prefetch
 from attnlab.evaluation.metrics import loss_metrics
 from attnlab.models import TransformerModel
 from attnlab.runtime.compile import maybe_compile
-from attnlab.runtime.host_memory import keep_freed_memory
 from attnlab.runtime.signals import deferred_signals
 from attnlab.tasks.protocol import Task, describe_metrics
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.adversarial import EmbeddingAdversary
 from attnlab.training.ema import WeightEMA
 from attnlab.training.optim import build_optimizer, freeze_parameters, lr_at
-from attnlab.training.speed import SpeedSettings, autocast_context, resolve_speed_settings
+from attnlab.training.speed import (
+    SpeedSettings,
+    autocast_context,
+    configure_model,
+    resolve_speed_settings,
+)
 
 __all__ = ["METRICS_FILE", "TRAIN_CONFIG_FILE", "TrainResult", "Trainer", "TrainingDivergedError"]
 
@@ -131,9 +135,7 @@ class Trainer:
             reasons = {**dict(self.speed.reasons), "compile": "adversarial training runs eagerly"}
             self.speed = dataclasses.replace(self.speed, reasons=tuple(reasons.items()))
 
-        if self.speed.keep_host_memory:
-            keep_freed_memory()
-        self.model.set_attention_backend(self.speed.attention_backend)
+        configure_model(self.model, self.speed)  # attention backend, host memory
         if config.freeze_patterns:
             frozen = freeze_parameters(self.model, config.freeze_patterns)
             _log.info("freeze %s: %d parameters held fixed", config.freeze, frozen)
