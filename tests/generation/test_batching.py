@@ -5,6 +5,7 @@ among other requests that join and leave at other steps, and through ``generate`
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -200,3 +201,84 @@ def test_request_past_the_context_names_both_numbers(tiny_decoder):
     with pytest.raises(ValueError, match=r"outside the vocabulary"):
         scheduler.submit(DecodeRequest([1, 99], GenerationConfig(5)))
     scheduler.close()
+
+
+class ByteTokens:
+    """A tokenizer over byte pieces, several of them halves of a UTF-8 character."""
+
+    PIECES = [b"\xe2\x82", b"\xac", b"a", b"\xc3\xa9", b"\xc3", b"\xa9", b" ", b"b"]
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:  # noqa: ANN001
+        return b"".join(self.PIECES[i % 8] for i in ids).decode("utf-8", errors="replace")
+
+
+def _texts(handle):  # noqa: ANN001, ANN202
+    """The pieces as they arrived, checking that what was sent never changes later."""
+    events = list(handle.events(timeout=TIMEOUT))
+    sent = "".join(e.text for e in events)
+    return events, sent
+
+
+def test_text_never_splits_a_character_and_ends_before_a_stop_string(tiny_decoder):
+    model = tiny_decoder("rope", 2, max_seq_len=64)
+    tok = ByteTokens()
+    prompt = _prompts((5,))[0]
+    config = GenerationConfig(max_new_tokens=48, do_sample=True, temperature=2.0, seed=11)
+    ids = generate(model, torch.tensor([prompt]), config)[0, len(prompt) :].tolist()
+    full = tok.decode(ids)
+    stop = next(full[k : k + 3] for k in range(12, len(full)) if full.find(full[k : k + 3]) == k)
+    with BatchScheduler(model, tok, max_batch=4) as scheduler:
+        plain = scheduler.submit(DecodeRequest(prompt, config))
+        cut = scheduler.submit(DecodeRequest(prompt, replace(config, stop_strings=["zz", stop])))
+        events, text = _texts(plain)
+        assert [e.token_id for e in events if isinstance(e, TokenEvent)] == ids
+        assert text == full and events[-1].reason == "length"
+        running = ""  # what a client shows: never a broken character that later changes
+        for event in events:
+            running += event.text
+            assert full.startswith(running)
+        events, text = _texts(cut)
+        assert text == full[: full.find(stop)] and events[-1].reason == "stop"
+        assert all(stop not in e.text for e in events)
+        tokens = [e.token_id for e in events if isinstance(e, TokenEvent)]
+        assert tokens == ids[: len(tokens)] and len(tokens) < len(ids)
+        assert events[-1].completion_tokens == len(tokens)
+
+
+def test_eos_ends_with_stop_like_generate(tiny_decoder):
+    model = tiny_decoder("alibi", 2, max_seq_len=64)
+    prompt = _prompts((4,))[0]
+    ids = generate(model, torch.tensor([prompt]), GenerationConfig(30))[0, 4:].tolist()
+    eos = ids[6]
+    config = GenerationConfig(30, eos_token_ids=[eos])
+    want = generate(model, torch.tensor([prompt]), config)[0, 4:].tolist()
+    end = want.index(eos)
+    with BatchScheduler(model, None) as scheduler:
+        events = list(scheduler.submit(DecodeRequest(prompt, config)).events(timeout=TIMEOUT))
+    assert [e.token_id for e in events[:-1]] == want[:end]  # no TokenEvent for the EOS id
+    finish = events[-1]
+    assert (finish.reason, finish.completion_tokens, finish.prompt_tokens) == ("stop", end + 1, 4)
+
+
+def test_logprobs_of_the_raw_logits(tiny_decoder):
+    model = tiny_decoder("rope", 2, max_seq_len=64)
+    prompt = _prompts((5,))[0]
+    # sampled at a high temperature: the logprobs still come from the raw logits
+    config = GenerationConfig(12, do_sample=True, temperature=3.0, top_k=5, seed=1)
+    with BatchScheduler(model, None) as scheduler:
+        top3 = [scheduler.submit(DecodeRequest(prompt, config, top_logprobs=k)) for k in (3, 0)]
+        none = scheduler.submit(DecodeRequest(prompt, config))
+        events3, events0, plain = (list(h.events(timeout=TIMEOUT))[:-1] for h in [*top3, none])
+    ids = [e.token_id for e in events3]
+    assert ids == [e.token_id for e in events0] == [e.token_id for e in plain]
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1]
+    want = logits.log_softmax(dim=-1)  # (12, V)
+    for i, event in enumerate(events3):
+        assert event.logprob == pytest.approx(float(want[i, event.token_id]), abs=1e-4)
+        top_ids, top_values = zip(*event.top_logprobs, strict=True)
+        assert list(top_ids) == want[i].topk(3).indices.tolist()
+        assert list(top_values) == sorted(top_values, reverse=True)
+    pairs = zip(events0, events3, strict=True)
+    assert all(e.top_logprobs == [] and e.logprob == ev.logprob for e, ev in pairs)
+    assert all(e.logprob is None and e.top_logprobs is None for e in plain)
