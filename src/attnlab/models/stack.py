@@ -16,7 +16,7 @@ from attnlab.nn.attention import MultiHeadAttention
 from attnlab.nn.blocks import DecoderBlock, EncoderBlock
 from attnlab.nn.cache import KVCache, RaggedKVCache
 from attnlab.nn.embedding import Embeddings
-from attnlab.nn.feedforward import make_feedforward
+from attnlab.nn.feedforward import activations_row_by_row, make_feedforward
 from attnlab.nn.masks import padding_mask, positions_from_attention_mask
 from attnlab.nn.norms import make_norm
 from attnlab.nn.positional import (
@@ -171,9 +171,10 @@ class TransformerStack(nn.Module):
         bias = None
         if self.alibi is not None:
             bias = [self.alibi(n_new, n + n_new) for n in lengths]  # (1, H, T, S_row) each
-        for i, block in enumerate(self.blocks):
-            out = block(x, causal=self.causal, rope=rope, bias=bias, cache=cache.layer(i))
-            x = out.hidden
+        with activations_row_by_row():
+            for i, block in enumerate(self.blocks):
+                out = block(x, causal=self.causal, rope=rope, bias=bias, cache=cache.layer(i))
+                x = out.hidden
         cache.advance(n_new)
         if self.final_norm is not None:
             x = self.final_norm(x)
