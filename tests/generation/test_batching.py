@@ -53,6 +53,7 @@ MODELS = {
         "sinusoidal", 4, max_seq_len=64, d_ff=40, activation="gelu_tanh"
     ),
     "int4": _int4_decoder,
+    "bf16": lambda f: f("rope", 2, d_model=64, max_seq_len=64, activation="geglu").bfloat16(),
 }
 
 
@@ -80,8 +81,8 @@ def test_ragged_step_equals_each_row_alone(tiny_decoder, kind):
             out = model(ids, position_ids=positions, cache=RaggedKVCache([s.cache for s in rows]))
     assert torch.equal(out.logits[:, -1], want)
     assert [s.cache.length for s in rows] == [s.cache.length for s in alone]
-    # only the int4 model (every linear packed, widths multiples of 64) batches with no mode
-    assert needs_batch_invariance(model) == (kind != "int4")
+    # bfloat16 and packed linears are batch-invariant: those models batch with no mode
+    assert needs_batch_invariance(model) == (kind not in ("int4", "bf16"))
 
 
 def _tokens(handle) -> tuple[list[int], FinishEvent]:  # noqa: ANN001
@@ -90,7 +91,7 @@ def _tokens(handle) -> tuple[list[int], FinishEvent]:  # noqa: ANN001
     return [e.token_id for e in events if isinstance(e, TokenEvent)], events[-1]
 
 
-@pytest.mark.parametrize("kind", ["rope-gqa", "alibi-gqa", "int4"])
+@pytest.mark.parametrize("kind", ["rope-gqa", "alibi-gqa", "int4", "bf16"])
 def test_same_tokens_alone_in_a_busy_batch_and_through_generate(tiny_decoder, kind):
     model = MODELS[kind](tiny_decoder)
     targets = [
@@ -289,3 +290,30 @@ def test_logprobs_of_the_raw_logits(tiny_decoder):
     pairs = zip(events0, events3, strict=True)
     assert all(e.top_logprobs == [] and e.logprob == ev.logprob for e, ev in pairs)
     assert all(e.logprob is None and e.top_logprobs is None for e in plain)
+
+
+def test_a_failing_request_or_callback_ends_only_itself(tiny_decoder):
+    model = tiny_decoder("rope", 2, max_seq_len=64)
+    with BatchScheduler(model, None) as scheduler:
+        forward = model.stack.forward
+
+        def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise RuntimeError("simulated kernel failure\nsecond line")
+
+        model.stack.forward = broken
+        events = list(scheduler.submit(DecodeRequest([1, 2], GenerationConfig(5))).events(TIMEOUT))
+        model.stack.forward = forward
+        assert [(e.reason, e.error) for e in events] == [
+            ("error", "RuntimeError: simulated kernel failure")
+        ]
+
+        def rude(event) -> None:  # noqa: ANN001 - a client callback that breaks
+            raise ConnectionError("gone")
+
+        rude_handle = scheduler.submit(DecodeRequest([1, 2], GenerationConfig(30)), rude)
+        with pytest.raises(RuntimeError, match="on_event"):
+            next(rude_handle.events())
+        tokens, finish = _tokens(scheduler.submit(DecodeRequest([3, 4], GenerationConfig(30))))
+        assert finish.reason == "length" and len(tokens) == 30
+        assert rude_handle.finished or rude_handle.cancelled
+    assert rude_handle.finished  # closed at the latest by close()

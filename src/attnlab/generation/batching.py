@@ -42,6 +42,7 @@ the eager forward over a ``RaggedKVCache``; ``generate``'s traced step gives the
 from __future__ import annotations
 
 import logging
+import operator
 import queue
 import secrets
 import threading
@@ -439,15 +440,18 @@ class BatchScheduler:
             raise ValueError(
                 f"top_logprobs={request.top_logprobs!r} must be None or an integer >= 0"
             )
-        ids = list(request.prompt_ids)
+        try:  # ints, numpy or torch integers; not floats, not bools
+            ids = [operator.index(i) for i in request.prompt_ids if not isinstance(i, bool)]
+            if len(ids) != len(request.prompt_ids):
+                raise TypeError
+        except TypeError:
+            raise ValueError("prompt_ids must be a list of integer token ids") from None
         vocab = self.model.config.vocab_size
         if not ids:
             if config.bos_token_id is None:
                 raise ValueError("empty prompt and no bos_token_id to start from")
             ids = [config.bos_token_id]
-        bad = [
-            i for i in ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab
-        ]
+        bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
             raise ValueError(f"prompt_ids hold {bad[0]!r}, outside the vocabulary [0, {vocab})")
         window = self.model.config.max_seq_len
@@ -496,7 +500,9 @@ class BatchScheduler:
                 self._step(admitted)
                 elapsed = time.perf_counter() - start
                 self._step_seconds = 0.9 * self._step_seconds + 0.1 * elapsed
-        finally:
+        finally:  # closed, or a bug: no request may wait for a thread that is gone
+            with self._cond:
+                self._closed = True
             self._drain()
 
     def _drain(self) -> None:
