@@ -98,7 +98,15 @@ def test_same_tokens_alone_in_a_busy_batch_and_through_generate(tiny_decoder, ki
         (_prompts((6,), seed=1)[0], GenerationConfig(max_new_tokens=40)),
         (
             _prompts((4,), seed=2)[0],
-            GenerationConfig(max_new_tokens=36, do_sample=True, temperature=1.5, seed=7),
+            GenerationConfig(
+                max_new_tokens=36,
+                do_sample=True,
+                temperature=1.5,
+                top_p=0.95,
+                seed=7,
+                repetition_penalty=1.3,
+                min_p=0.01,
+            ),
         ),
     ]
     # (c) generate, with the traced one-token step (max_new_tokens >= 32) where it applies
@@ -181,7 +189,7 @@ def test_queue_full_and_close_ends_every_request(tiny_decoder):
     def slow(event) -> None:  # noqa: ANN001 - slows the scheduler down: requests stay open
         slow_events.append(event)
         started.set()
-        threading.Event().wait(0.01)
+        threading.Event().wait(0.02)
 
     config = GenerationConfig(60)
     waiting = [scheduler.submit(DecodeRequest([1, 2], config), slow)]
@@ -194,9 +202,14 @@ def test_queue_full_and_close_ends_every_request(tiny_decoder):
     assert started.wait(TIMEOUT)  # both are decoding: the queue has room again
     more = [scheduler.submit(DecodeRequest([3], config)) for _ in range(2)]
     assert scheduler.queue_depth == 2 and scheduler.running == 2
+    more[0].cancel()  # a waiting request that is cancelled leaves the queue at the next step
+    (gone,) = more[0].events(timeout=TIMEOUT)
+    assert (gone.reason, gone.completion_tokens) == ("cancelled", 0)
+    assert scheduler.queue_depth == 1
     scheduler.close()
-    finishes = [slow_events[-1]] + [list(h.events(timeout=TIMEOUT))[-1] for h in waiting[1:] + more]
-    assert [f.reason for f in finishes] == ["cancelled"] * 4
+    finishes = [slow_events[-1]] + [list(h.events(timeout=TIMEOUT))[-1] for h in waiting[1:]]
+    finishes += [list(more[1].events(timeout=TIMEOUT))[-1]]
+    assert [f.reason for f in finishes] == ["cancelled"] * 3
     assert finishes[0].completion_tokens < 60 and finishes[-1].completion_tokens == 0
     assert scheduler.running == 0 and scheduler.queue_depth == 0
 
