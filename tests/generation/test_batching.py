@@ -182,7 +182,7 @@ def test_cancel_frees_the_slot(tiny_decoder):
 
 def test_queue_full_and_close_ends_every_request(tiny_decoder):
     model = tiny_decoder("rope", 2, max_seq_len=64)
-    scheduler = BatchScheduler(model, None, max_batch=2, max_queue=2)
+    scheduler = BatchScheduler(model, None, max_batch=2, max_queue=1)
     started = threading.Event()
     slow_events: list = []
 
@@ -193,18 +193,22 @@ def test_queue_full_and_close_ends_every_request(tiny_decoder):
 
     config = GenerationConfig(60)
     waiting = [scheduler.submit(DecodeRequest([1, 2], config), slow)]
-    waiting.append(scheduler.submit(DecodeRequest([1, 2, 3], config)))
-    with pytest.raises(QueueFull) as full:
+    waiting += [scheduler.submit(DecodeRequest([1, 2, 3], config)) for _ in range(2)]
+    with pytest.raises(QueueFull) as full:  # 2 places in the batch, 1 in the queue
         scheduler.submit(DecodeRequest([1, 2], config))
     assert full.value.retry_after > 0 and "queue is full" in str(full.value)
-    assert scheduler.queue_depth == 2
+    assert scheduler.queue_depth == 3
     scheduler.start()
-    assert started.wait(TIMEOUT)  # both are decoding: the queue has room again
-    more = [scheduler.submit(DecodeRequest([3], config)) for _ in range(2)]
-    assert scheduler.queue_depth == 2 and scheduler.running == 2
+    assert started.wait(TIMEOUT)  # two are decoding, one waits: the queue is full again
+    with pytest.raises(QueueFull):
+        scheduler.submit(DecodeRequest([3], config))
+    assert scheduler.queue_depth == 1 and scheduler.running == 2
+    more = [waiting.pop()]
     more[0].cancel()  # a waiting request that is cancelled leaves the queue at the next step
     (gone,) = more[0].events(timeout=TIMEOUT)
     assert (gone.reason, gone.completion_tokens) == ("cancelled", 0)
+    assert scheduler.queue_depth == 0
+    more.append(scheduler.submit(DecodeRequest([3], config)))  # room again
     assert scheduler.queue_depth == 1
     scheduler.close()
     finishes = [slow_events[-1]] + [list(h.events(timeout=TIMEOUT))[-1] for h in waiting[1:]]

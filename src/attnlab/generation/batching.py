@@ -366,7 +366,7 @@ class BatchScheduler:
     # -- metrics ------------------------------------------------------------------------------
     @property
     def queue_depth(self) -> int:
-        """Requests waiting for a place in the batch."""
+        """Requests waiting to be admitted (those the next step admits included)."""
         return len(self._waiting)
 
     @property
@@ -407,14 +407,16 @@ class BatchScheduler:
     ) -> RequestHandle:
         """Queue ``request``; its events go to ``on_event`` (called from the scheduler
         thread, must not block) or to ``handle.events()``. ValueError for a request that
-        cannot run, QueueFull when ``max_queue`` requests already wait."""
+        cannot run; QueueFull when ``max_queue`` requests already wait beyond the places
+        free in the batch."""
         request = self._validate(request)
         handle = RequestHandle(request, on_event)
         handle._wake = self._wake
         with self._cond:
             if self._closed:
                 raise RuntimeError("this BatchScheduler is closed")
-            if len(self._waiting) >= self.max_queue:
+            room = max(0, self.max_batch - self._active)  # places the next step fills
+            if len(self._waiting) >= room + self.max_queue:
                 ahead = len(self._waiting) + len(self._running)
                 tokens = request.config.max_new_tokens
                 retry = max(1.0, round(self._step_seconds * tokens * ahead / self.max_batch, 1))
