@@ -150,8 +150,10 @@ class TransformerStack(nn.Module):
         """The continuous-batching step: row ``i`` of ``input_ids`` (B, T) continues the
         sequence held in ``cache.rows[i]`` at ``position_ids[i]``. Each row gets exactly the
         numbers it would get alone: its own RoPE angles and ALiBi biases (built row by
-        row, as a batch-1 call builds them), its own keys in attention; the blocks and
-        their linear layers run once for the batch."""
+        row, as a batch-1 call builds them), its own keys in attention, its own
+        feed-forward activation (``activations_row_by_row``). The linear layers run once
+        for the batch; ``attnlab.generation.batching`` runs those whose rows depend on the
+        batch size (float32 ``nn.Linear``) one row at a time."""
         bsz, n_new = input_ids.shape
         if position_ids is None or tuple(position_ids.shape) != (bsz, n_new):
             raise ValueError(f"a ragged KV cache needs position_ids of shape ({bsz}, {n_new})")
