@@ -28,12 +28,14 @@ batched step makes every row compute the bits it would compute alone:
 - norms, embeddings, residual adds and the sampling work row by row in PyTorch's kernels.
 
 Cost of the row-by-row float32 linears, measured on this 2-core CPU (one thread, a busy
-machine), 8 rows per step, ms per step fully batched (not invariant) / row by row /
-8 batch-1 steps: d_model 32, 2 layers: 0.9 / 2.8 / 4.7; d_model 256, 4 layers, vocabulary
-8192: 8.8 / 24.6 / 39.9; d_model 576, 8 layers, vocabulary 49152: 51 / 147 / 226. So a
-float32 model's batched step costs about 3x a batched one and stays 1.5x faster than
-decoding its rows one after another; a packed int4 model (SmolLM2 from GGUF) batches
-fully: 1 / 4 / 16 rows took 20 / 28 / 90 ms per step (51 / 142 / 179 tokens/s).
+machine: two runs, up to 1.7x apart), 8 rows per step, ms per step with float32 linears
+batched (not invariant) / row by row / as 8 batch-1 steps: d_model 32, 2 layers:
+0.9-1.3 / 2.6-2.8 / 4.7-5.5; d_model 256, 4 layers, vocabulary 8192: 8.8-10.3 /
+20.4-24.6 / 40-42; d_model 576, 8 layers, vocabulary 49152: 51-82 / 147-254 / 226-395.
+So a float32 model's invariant step costs 2-3x a batched one and stays 1.5-2x faster
+than decoding its rows one after another. A packed int4 model (SmolLM2 from GGUF, int8
+head) batches fully: 1 / 4 / 16 rows took 18 / 28 / 88 ms per step (55 / 143 / 181
+tokens/s, one thread).
 
 One-token steps are not traced here (``attnlab.generation.traced``): the batched step is
 the eager forward over a ``RaggedKVCache``; ``generate``'s traced step gives the same bits.
