@@ -22,8 +22,11 @@ from attnlab.generation.batching import (
     needs_batch_invariance,
 )
 from attnlab.generation.session import DecoderSession
+from attnlab.interop import resolve_name
+from attnlab.interop.pretrained import from_pretrained
 from attnlab.nn.cache import RaggedKVCache
 from attnlab.nn.quantized import QuantizedLinear
+from required import missing
 
 TIMEOUT = 60.0  # seconds between two events at most (a stuck scheduler fails, never hangs)
 
@@ -334,3 +337,38 @@ def test_a_failing_request_or_callback_ends_only_itself(tiny_decoder):
         assert finish.reason == "length" and len(tokens) == 30
         assert rude_handle.finished or rude_handle.cancelled
     assert rude_handle.finished  # closed at the latest by close()
+
+
+def test_smollm2_int4_seeded_request_alone_in_a_batch_and_through_generate():
+    """The bundled SmolLM2 (GGUF Q4_1, run packed as `attnlab serve` runs it): its linear
+    layers batch with no mode, and a seeded request still gets generate's tokens."""
+    try:
+        resolve_name("smollm2")
+    except FileNotFoundError as err:
+        missing(str(err))
+    loaded = from_pretrained("smollm2", quantized=True)
+    model, tok = loaded.model, loaded.tokenizer
+    assert not needs_batch_invariance(model)
+    prompt = tok.encode("Once upon a time, in a small village,")
+    config = GenerationConfig(max_new_tokens=32, do_sample=True, temperature=0.9, seed=5)
+    want = generate(model, torch.tensor([prompt]), config)[0, len(prompt) :].tolist()
+    others = [tok.encode(t) for t in ("Water boils at", "def fibonacci(n):", "The three")]
+    with BatchScheduler(model, tok, max_batch=4) as scheduler:
+        events: list = []
+        joined = []
+        done = threading.Event()
+
+        def on_event(event) -> None:  # noqa: ANN001 - the others join at steps 1, 4 and 7
+            events.append(event)
+            if len(events) % 3 == 1 and others:
+                joined.append(scheduler.submit(DecodeRequest(others.pop(), GenerationConfig(12))))
+            if isinstance(event, FinishEvent):
+                done.set()
+
+        scheduler.submit(DecodeRequest(prompt, config), on_event)
+        assert done.wait(TIMEOUT)
+        for handle in joined:
+            assert _tokens(handle)[1].reason == "length"
+    tokens = [e.token_id for e in events if isinstance(e, TokenEvent)]
+    assert tokens == want and len(joined) == 3
+    assert "".join(e.text for e in events) == tok.decode(want, skip_special_tokens=True)
