@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from attnlab.generation import GenerationConfig, generate
+from attnlab.generation import GenerationConfig, batching, generate
 from attnlab.generation.batching import (
     BatchInvariant,
     BatchScheduler,
@@ -86,6 +86,29 @@ def test_ragged_step_equals_each_row_alone(tiny_decoder, kind):
     assert [s.cache.length for s in rows] == [s.cache.length for s in alone]
     # bfloat16 and packed linears are batch-invariant: those models batch with no mode
     assert needs_batch_invariance(model) == (kind not in ("int4", "bf16"))
+
+
+def test_kv_cache_grows_as_needed_and_changes_nothing(tiny_decoder):
+    """A request's cache starts with room for its prompt and FIRST_STEPS tokens and doubles
+    when full; every step's logits equal those of a session whose cache is whole."""
+    model = tiny_decoder("rope", 2, max_seq_len=64)
+    prompt = torch.tensor([_prompts((5,))[0]])
+    with torch.inference_mode():
+        growing = batching._GrowingSession(model, prompt, None, 50)
+        whole = DecoderSession(model, prompt, None, 50)
+        assert (growing.cache.max_len, whole.cache.max_len) == (5 + batching.FIRST_STEPS, 55)
+        assert torch.equal(growing.prefill(), whole.prefill())
+        sizes = set()
+        for step in range(49):
+            token = torch.tensor([step % 32])
+            growing.append(token)
+            growing.reserve()
+            sizes.add(growing.cache.max_len)
+            ragged = RaggedKVCache([growing.cache])
+            position = torch.tensor([[growing.cache.length]])
+            got = model(token[:, None], position_ids=position, cache=ragged).logits[:, -1]
+            assert torch.equal(got, whole.step(token)), step
+    assert sizes == {21, 42, 55}
 
 
 def _tokens(handle) -> tuple[list[int], FinishEvent]:  # noqa: ANN001

@@ -215,6 +215,33 @@ def needs_batch_invariance(model: nn.Module) -> bool:
 # ---------------------------------------------------------------------------------------------
 # One running request
 
+FIRST_STEPS = 16  # a request's KV cache starts with room for its prompt and this many steps
+
+
+class _GrowingSession(DecoderSession):
+    """A batch-1 ``DecoderSession`` whose KV cache starts with room for the prompt and
+    ``FIRST_STEPS`` tokens and doubles when full, up to prompt + ``max_new_tokens``: a
+    server's requests often ask for far more tokens than they use (an OpenAI client's
+    ``max_tokens`` defaults to the whole context). The cache's size changes no result:
+    attention reads the filled positions only (the tests compare with ``generate``, whose
+    cache is allocated whole)."""
+
+    def _new_cache(self, max_len: int):  # noqa: ANN202
+        self.capacity = max_len
+        return self.model.new_cache(self.batch_size, min(max_len, self.length + FIRST_STEPS))
+
+    def reserve(self) -> None:
+        """Make room for one more position."""
+        cache = self.cache
+        if cache.length < cache.max_len or cache.max_len >= self.capacity:
+            return
+        bigger = self.model.new_cache(self.batch_size, min(self.capacity, 2 * cache.max_len))
+        n = cache.length
+        bigger.keys.narrow(3, 0, n).copy_(cache.keys.narrow(3, 0, n))  # (L, 1, Hkv, n, Dh)
+        bigger.values.narrow(3, 0, n).copy_(cache.values.narrow(3, 0, n))
+        bigger.advance(n)
+        self.cache = bigger
+
 
 class _Row:
     """A running request: its batch-1 session (prompt, KV cache), sampler and text state."""
@@ -242,7 +269,7 @@ class _Row:
         self.sent = 0  # characters of ``stable`` sent so far
         self.count = 0  # tokens produced
         ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=device)  # (1, P)
-        self.session = DecoderSession(model, ids, None, config.max_new_tokens)
+        self.session = _GrowingSession(model, ids, None, config.max_new_tokens)
         self.seen: Tensor | None = None
 
     def prefill(self) -> Tensor:
@@ -559,6 +586,8 @@ class BatchScheduler:
 
     def _decode(self) -> None:
         rows = self._running
+        for row in rows:
+            row.session.reserve()
         ids = torch.cat(
             [r.session.tokens.narrow(1, r.session.length - 1, 1) for r in rows]
         )  # (B, 1)
