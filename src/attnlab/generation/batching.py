@@ -446,9 +446,11 @@ class BatchScheduler:
                 raise RuntimeError("this BatchScheduler is closed")
             room = max(0, self.max_batch - self._active)  # places the next step fills
             if len(self._waiting) >= room + self.max_queue:
-                ahead = len(self._waiting) + len(self._running)
-                tokens = request.config.max_new_tokens
-                retry = max(1.0, round(self._step_seconds * tokens * ahead / self.max_batch, 1))
+                # about when a place frees: the requests ahead, a batch at a time, each
+                # for this request's token budget at the current step time (1 to 30 s)
+                ahead = len(self._waiting) + self._active
+                steps = request.config.max_new_tokens * ahead / self.max_batch
+                retry = min(30.0, max(1.0, round(self._step_seconds * steps, 1)))
                 raise QueueFull(
                     f"the queue is full ({self.max_queue} requests wait); retry in {retry:g} s",
                     retry,
