@@ -7,6 +7,7 @@ for (each waits for its ``/health`` to turn 200)."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
 
 import pytest
 from serve_helpers import (
@@ -31,11 +32,23 @@ def servers(tmp_path_factory):  # noqa: ANN201 - dict name -> Server
 
     folder = tmp_path_factory.mktemp("serve")
     decoder = build_decoder_run(folder)
+    plain = folder / "plain-decoder"  # the same model without a chat template
+    shutil.copytree(decoder, plain)
+    (plain / "chat_template.jinja").unlink()
     started = {
         "decoder": start("decoder", decoder, folder),
-        # a small queue (for its 429) and an API key
+        # no chat template, a small queue (for its 429), an API key and a body limit
         "keyed": start(
-            "keyed", decoder, folder, *KEYED_ARGS, "--api-key", API_KEY, "--max-body-kb", "1"
+            "keyed",
+            plain,
+            folder,
+            *KEYED_ARGS,
+            "--name",
+            "tiny-decoder",
+            "--api-key",
+            API_KEY,
+            "--max-body-kb",
+            "1",
         ),
     }
     for name in ("smollm2", "minilm"):

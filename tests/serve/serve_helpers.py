@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -42,6 +42,7 @@ class Server:
     proc: subprocess.Popen
     log: Path
     model: Path | str
+    health_seen: list = field(default_factory=list)  # (status, body) of /health while starting
 
     @property
     def v1(self) -> str:
@@ -105,10 +106,13 @@ def wait_ready(server: Server, timeout: float = 120.0) -> Server:
         if server.proc.poll() is not None:
             raise RuntimeError(f"{server.name} exited {server.proc.returncode}:\n{server.output()}")
         try:
-            if httpx.get(server.url + "/health", timeout=2).status_code == 200:
-                return server
+            r = httpx.get(server.url + "/health", timeout=2)
         except httpx.HTTPError:
-            pass
+            time.sleep(0.1)
+            continue
+        server.health_seen.append((r.status_code, r.json()))
+        if r.status_code == 200:
+            return server
         time.sleep(0.1)
     raise RuntimeError(f"{server.name} not ready after {timeout} s:\n{server.output()}")
 

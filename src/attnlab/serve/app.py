@@ -337,7 +337,7 @@ def create_app(
 
         request_ = views.parse(body, loaded)
         if request_.needs_completion and host.family == "decoder":
-            request_.completion = await decoding.greedy_text(
+            request_.completion, request_.completion_ids = await decoding.greedy_text(
                 request, host, request_.prompt, request_.max_tokens
             )
         payload, tokens = await host.call(views.compute, loaded, request_)

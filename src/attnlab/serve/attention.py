@@ -25,6 +25,7 @@ class AttentionRequest:
     layer: int | None
     head: int | None
     max_tokens: int  # of a generated completion
+    completion_ids: list[int] | None = None  # a generated completion's own tokens
 
     @property
     def needs_completion(self) -> bool:
@@ -77,7 +78,9 @@ def compute(loaded: LoadedModel, request: AttentionRequest) -> tuple[dict[str, A
             param = "input"
         else:
             head = tokenizer.encode(request.prompt)
-            tail = tokenizer.encode(request.completion or "")
+            tail = request.completion_ids
+            if tail is None:
+                tail = tokenizer.encode(request.completion or "")
             ids = head + tail
             extra = {"completion": request.completion, "prompt_tokens": len(head)}
             param = "completion"

@@ -280,8 +280,11 @@ def _prepare(
     return sampling, prompts, eos, "prompt"
 
 
-async def greedy_text(request: Request, host: ModelHost, prompt: str, max_tokens: int) -> str:
-    """A greedy completion of ``prompt`` through the scheduler (for /v1/attention)."""
+async def greedy_text(
+    request: Request, host: ModelHost, prompt: str, max_tokens: int
+) -> tuple[str, list[int]]:
+    """A greedy completion of ``prompt`` through the scheduler (for /v1/attention): its text
+    and its token ids."""
     from attnlab.generation import GenerationConfig
 
     tokenizer = host.require().tokenizer
@@ -300,7 +303,7 @@ async def greedy_text(request: Request, host: ModelHost, prompt: str, max_tokens
     choice = job.choices[0]
     if choice.finish is None or choice.finish.reason not in ("stop", "length"):
         raise _failure(choice.finish) if choice.finish else invalid("cancelled", None)
-    return "".join(choice.text)
+    return "".join(choice.text), choice.tokens
 
 
 def add_routes(app: FastAPI, host: ModelHost) -> None:
