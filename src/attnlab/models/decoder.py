@@ -10,7 +10,7 @@ from attnlab.models.base import TransformerModel
 from attnlab.models.init import init_weights
 from attnlab.models.outputs import LMOutput
 from attnlab.models.stack import build_stack
-from attnlab.nn.cache import KVCache
+from attnlab.nn.cache import KVCache, RaggedKVCache
 from attnlab.nn.loss import lm_loss
 
 
@@ -38,7 +38,7 @@ class DecoderLM(TransformerModel):
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
         targets: Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | RaggedKVCache | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> LMOutput:

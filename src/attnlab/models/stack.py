@@ -14,7 +14,7 @@ from attnlab.config import ModelConfig
 from attnlab.models.outputs import StackOutput
 from attnlab.nn.attention import MultiHeadAttention
 from attnlab.nn.blocks import DecoderBlock, EncoderBlock
-from attnlab.nn.cache import KVCache
+from attnlab.nn.cache import KVCache, RaggedKVCache
 from attnlab.nn.embedding import Embeddings
 from attnlab.nn.feedforward import make_feedforward
 from attnlab.nn.masks import padding_mask, positions_from_attention_mask
@@ -67,7 +67,7 @@ class TransformerStack(nn.Module):
         token_type_ids: Tensor | None = None,
         memory: Tensor | None = None,
         memory_mask: Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | RaggedKVCache | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> StackOutput:
@@ -79,10 +79,14 @@ class TransformerStack(nn.Module):
             or from the cache length.
         memory, memory_mask: the encoder's output (B, S, D) and its (B, S) 1/0 mask, for a
             stack with cross-attention.
+        cache: a ``KVCache``, or a ``RaggedKVCache`` whose rows have their own lengths
+            (the continuous-batching step; ``position_ids`` required, no mask).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, length), got {tuple(input_ids.shape)}")
         n_new = input_ids.shape[1]
+        if isinstance(cache, RaggedKVCache):
+            return self._ragged_forward(input_ids, position_ids, cache)
         past = 0 if cache is None else cache.length
         static = cache is not None and cache.slot is not None  # the mask covers the cache
         covered = cache.max_len if static else past + n_new  # type: ignore[union-attr]
@@ -139,6 +143,41 @@ class TransformerStack(nn.Module):
             attentions=tuple(attentions) if output_attentions else None,
             cross_attentions=tuple(cross_attentions) if cross_attentions else None,
         )
+
+    def _ragged_forward(
+        self, input_ids: Tensor, position_ids: Tensor | None, cache: RaggedKVCache
+    ) -> StackOutput:
+        """The continuous-batching step: row ``i`` of ``input_ids`` (B, T) continues the
+        sequence held in ``cache.rows[i]`` at ``position_ids[i]``. Each row gets exactly the
+        numbers it would get alone: its own RoPE angles and ALiBi biases (built row by
+        row, as a batch-1 call builds them), its own keys in attention; the blocks and
+        their linear layers run once for the batch."""
+        bsz, n_new = input_ids.shape
+        if position_ids is None or tuple(position_ids.shape) != (bsz, n_new):
+            raise ValueError(f"a ragged KV cache needs position_ids of shape ({bsz}, {n_new})")
+        if cache.batch_size != bsz:
+            raise ValueError(f"the ragged KV cache holds {cache.batch_size} rows, input {bsz}")
+        lengths = cache.lengths
+        if self.max_positions is not None and max(lengths) + n_new > self.max_positions:
+            raise ValueError(
+                f"{max(lengths) + n_new} positions exceed max_seq_len={self.max_positions} of "
+                "this model's positional table"
+            )
+        x = self.embeddings(input_ids, position_ids)  # (B, T, D)
+        rope = None
+        if self.rope is not None:
+            pairs = [self.rope(position_ids[i : i + 1]) for i in range(bsz)]
+            rope = (torch.cat([c for c, _ in pairs]), torch.cat([s for _, s in pairs]))
+        bias = None
+        if self.alibi is not None:
+            bias = [self.alibi(n_new, n + n_new) for n in lengths]  # (1, H, T, S_row) each
+        for i, block in enumerate(self.blocks):
+            out = block(x, causal=self.causal, rope=rope, bias=bias, cache=cache.layer(i))
+            x = out.hidden
+        cache.advance(n_new)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return StackOutput(last_hidden_state=x)
 
 
 def build_stack(

@@ -25,13 +25,14 @@ Masks follow ``attnlab.nn.masks``: bool, True means "may attend".
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.nn.cache import LayerKVCache
+from attnlab.nn.cache import LayerKVCache, RaggedLayerKVCache
 from attnlab.nn.masks import causal_mask, combine_masks, to_additive
 from attnlab.nn.positional import apply_rotary
 
@@ -136,8 +137,8 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         causal: bool = False,
         rope: tuple[Tensor, Tensor] | None = None,
-        bias: Tensor | None = None,
-        cache: LayerKVCache | None = None,
+        bias: Tensor | Sequence[Tensor] | None = None,
+        cache: LayerKVCache | RaggedLayerKVCache | None = None,
         need_weights: bool = False,
         backend: str | None = None,
     ) -> AttentionOutput:
@@ -146,9 +147,12 @@ class MultiHeadAttention(nn.Module):
         mask: bool, broadcastable to (B, H, T, S), True = may attend (padding, usually).
         causal: also apply the bottom-right-aligned causal mask.
         rope: (cos, sin) for the T new positions, from ``RotaryEmbedding`` (self-attention).
-        bias: float (1|B, H, T, S) added to the scores (ALiBi).
+        bias: float (1|B, H, T, S) added to the scores (ALiBi); with a ragged cache one
+            (1, H, T, S_row) tensor per row.
         cache: this layer's KV cache. Self-attention appends the new keys/values; cross-
-            attention computes them from ``memory`` once and reuses them afterwards.
+            attention computes them from ``memory`` once and reuses them afterwards. A
+            ``RaggedLayerKVCache`` (rows with caches of their own lengths) makes each row
+            attend over its own positions, as it would alone.
         need_weights: return the attention weights (B, H, T, S): the explicit backend.
         backend: this call's backend instead of ``self.backend``.
         """
@@ -158,8 +162,13 @@ class MultiHeadAttention(nn.Module):
             backend = self.backend
         else:
             check_backend(backend)
-        q_len = x.shape[1]
         cross = memory is not None
+        if isinstance(cache, RaggedLayerKVCache):
+            if cross or need_weights or mask is not None:
+                raise ValueError(
+                    "a ragged KV cache serves causal self-attention without a mask or weights"
+                )
+            return AttentionOutput(self._merge(self._ragged(x, cache, causal, rope, bias, backend)))
         kv_cached = cross and cache is not None and cache.cross_kv is not None
         q, k, v = self._project(x, memory, kv_cached, rope)
         if k is None or v is None:
@@ -169,22 +178,61 @@ class MultiHeadAttention(nn.Module):
                 cache.cross_kv = (k, v)
             else:
                 k, v = cache.update(k, v)  # (B, Hkv, past + T, Dh)
+        out, weights = self._attend(q, k, v, mask, causal, bias, backend, need_weights)  # type: ignore[arg-type]
+        return AttentionOutput(self._merge(out), weights)
+
+    def _ragged(
+        self,
+        x: Tensor,
+        cache: RaggedLayerKVCache,
+        causal: bool,
+        rope: tuple[Tensor, Tensor] | None,
+        bias: Sequence[Tensor] | None,
+        backend: str,
+    ) -> Tensor:
+        """Self-attention of a batch whose rows have caches of their own lengths: one
+        projection for the batch, then each row stores its keys and attends over its own
+        positions, exactly as that row alone would -> (B, H, T, Dh)."""
+        q, k, v = self._project(x, None, False, rope)
+        outs = []
+        for row in range(x.shape[0]):
+            keys, values = cache.update_row(row, k[row : row + 1], v[row : row + 1])
+            row_bias = None if bias is None else bias[row]  # (1, H, T, S_row)
+            out, _ = self._attend(
+                q[row : row + 1], keys, values, None, causal, row_bias, backend, False
+            )
+            outs.append(out)  # (1, H, T, Dh)
+        return torch.cat(outs)  # (B, H, T, Dh)
+
+    def _attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        causal: bool,
+        bias: Tensor | None,
+        backend: str,
+        need_weights: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """softmax(q k^T / sqrt(Dh) + mask + bias) v: q (B, H, T, Dh), k and v
+        (B, Hkv, S, Dh) -> (B, H, T, Dh) and, with ``need_weights``, the weights
+        (B, H, T, S)."""
         if k.dtype != q.dtype:
             k, v = k.to(q.dtype), v.to(q.dtype)
+        q_len = q.shape[2]
         k_len = k.shape[2]
 
         if causal and q_len > 1:
             if backend != "explicit" and mask is None and bias is None and q_len == k_len:
-                out = self._sdpa(q, k, v, None, True, backend)  # the kernel's own causal mask
-                return AttentionOutput(self._merge(out))
+                return self._sdpa(q, k, v, None, True, backend), None  # the kernel's causal mask
             mask = combine_masks(mask, causal_mask(q_len, k_len, device=q.device))
         attn_mask = None if mask is None else to_additive(mask, q.dtype)
         if bias is not None:
             attn_mask = bias.to(q.dtype) if attn_mask is None else attn_mask + bias.to(q.dtype)
 
         if backend != "explicit":  # "sdpa" or "sdpa_float32"
-            out = self._sdpa(q, k, v, attn_mask, False, backend)
-            return AttentionOutput(self._merge(out))
+            return self._sdpa(q, k, v, attn_mask, False, backend), None
 
         # backend == "explicit"
         groups = self.n_heads // self.n_kv_heads
@@ -196,7 +244,7 @@ class MultiHeadAttention(nn.Module):
         weights = scores.float().softmax(dim=-1).to(q.dtype)  # (B, H, T, S)
         dropped = F.dropout(weights, self.dropout, self.training)
         out = dropped @ v  # (B, H, T, Dh)
-        return AttentionOutput(self._merge(out), weights if need_weights else None)
+        return out, weights if need_weights else None
 
     def _sdpa(
         self,

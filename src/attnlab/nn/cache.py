@@ -129,3 +129,60 @@ class LayerKVCache:
     @cross_kv.setter
     def cross_kv(self, kv: tuple[Tensor, Tensor]) -> None:
         self.cache.cross[self.index] = kv
+
+
+class RaggedKVCache:
+    """A batch whose rows each keep their own batch-1 :class:`KVCache` at its own length:
+    the continuous-batching step, where requests that started at different times decode
+    together. Row ``i`` writes its new keys/values into ``rows[i]`` and attends over that
+    row's positions only (no padding), so each row computes what it would compute alone.
+    The model needs ``position_ids`` for such a cache (each row's next position)."""
+
+    slot = None  # never static: every row appends at its own length
+
+    def __init__(self, rows: list[KVCache]) -> None:
+        if not rows:
+            raise ValueError("a ragged KV cache needs at least one row")
+        for cache in rows:
+            if cache.batch_size != 1:
+                raise ValueError(
+                    f"each row of a ragged KV cache has batch 1, got {cache.batch_size}"
+                )
+        self.rows = rows
+        n_layers = rows[0].keys.shape[0]
+        self._layers = [RaggedLayerKVCache(self, i) for i in range(n_layers)]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.rows)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Each row's filled positions."""
+        return [cache.length for cache in self.rows]
+
+    @property
+    def length(self) -> int:
+        """The longest row's filled positions."""
+        return max(self.lengths)
+
+    def layer(self, index: int) -> RaggedLayerKVCache:
+        return self._layers[index]
+
+    def advance(self, n_tokens: int) -> None:
+        """Mark ``n_tokens`` more positions as filled in every row."""
+        for cache in self.rows:
+            cache.advance(n_tokens)
+
+
+class RaggedLayerKVCache:
+    """One layer's view of a :class:`RaggedKVCache`: attention stores and reads row by row."""
+
+    def __init__(self, cache: RaggedKVCache, index: int) -> None:
+        self.cache = cache
+        self.index = index
+
+    def update_row(self, row: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store row ``row``'s new (1, Hkv, T, Dh) keys/values; return that row's keys/values
+        so far (1, Hkv, S_row, Dh)."""
+        return self.cache.rows[row].layer(self.index).update(k, v)
