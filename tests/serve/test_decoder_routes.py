@@ -165,7 +165,7 @@ def test_determinism_alone_in_a_busy_batch_and_through_generate(decoder, capsys)
     """One seeded sampled request alone, then the same among 7 concurrent others (the
     scheduler runs them as one batch): identical tokens; and the tokens of ``attnlab
     generate --seed`` with the same options."""
-    ask = dict(model=MODEL, prompt="Köln", max_tokens=24, temperature=0.9, top_k=40, seed=7)
+    ask = dict(model=MODEL, prompt="Köln", max_tokens=40, temperature=0.9, top_k=40, seed=7)
     ask_extra = {"extra_body": {"top_k": ask.pop("top_k")}}
     client = decoder.client()
     alone = client.completions.create(**ask, **ask_extra).choices[0].text
@@ -192,7 +192,7 @@ def test_determinism_alone_in_a_busy_batch_and_through_generate(decoder, capsys)
                 "--prompt",
                 "Köln",
                 "--max-new-tokens",
-                "24",
+                "40",
                 "--temperature",
                 "0.9",
                 "--top-k",

@@ -148,6 +148,8 @@ def create_app(
     (``/health`` answers 503) until ``app.state.host.attach(loaded)`` is called, e.g. by a
     loading thread. ``model_id`` is the name clients pass as ``model``."""
     host = ModelHost(model_id, max_batch=max_batch, max_queue=max_queue)
+    if loaded is not None:
+        host.attach(loaded, chat_template)
     metrics = Metrics()
     metrics.watch(host.queue_depth, host.running)
 
