@@ -167,3 +167,29 @@ def test_smollm2_chats_packed_through_the_client(smollm2) -> None:
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == reply.choices[0].message.content
+
+
+def test_smollm2_seeded_sampling_is_the_same_alone_and_in_a_busy_batch(smollm2) -> None:
+    """The packed int4 path batches its linear layers in one kernel call: a seeded request
+    still gives the same tokens alone and among 3 concurrent others."""
+    import asyncio
+
+    messages = [{"role": "user", "content": "Name a colour."}]
+    ask = dict(model="smollm2", messages=messages, max_tokens=12, temperature=0.8, seed=5)
+    alone = smollm2.client().chat.completions.create(**ask).choices[0].message.content
+
+    async def busy() -> str:
+        client = smollm2.async_client()
+        others = [
+            client.chat.completions.create(
+                model="smollm2",
+                messages=[{"role": "user", "content": f"Count to {i + 3}."}],
+                max_tokens=16,
+                seed=i,
+            )
+            for i in range(3)
+        ]
+        *_, mine = await asyncio.gather(*others, client.chat.completions.create(**ask))
+        return mine.choices[0].message.content
+
+    assert asyncio.run(busy()) == alone

@@ -20,12 +20,18 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "model", help="a run or model folder, a Hugging Face folder, a .gguf file or a name"
+        "model",
+        metavar="MODEL",
+        help="a run or model folder, a Hugging Face folder, a .gguf file or a name",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (not on /health)")
-    parser.add_argument("--api-key-file", help="read the API key from this file's first line")
+    parser.add_argument(
+        "--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' (not on /health)"
+    )
+    parser.add_argument(
+        "--api-key-file", metavar="FILE", help="read the API key from this file's first line"
+    )
     parser.add_argument(
         "--max-batch", type=int, default=16, help="decoding requests in the running batch"
     )
@@ -36,7 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="decoding requests waiting for a slot; past it a 429 with Retry-After",
     )
     parser.add_argument(
-        "--max-body-kb", type=int, default=4096, help="largest request body (413 past it)"
+        "--max-body-kb",
+        type=int,
+        default=4096,
+        metavar="KB",
+        help="largest request body in KiB (larger: 413)",
     )
     parser.add_argument("--name", help="the model id clients pass (default: MODEL's name)")
     parser.add_argument(

@@ -171,15 +171,8 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
-        message = (
-            f"no route {request.method} {request.url.path}"
-            if err.status_code
-            in (
-                404,
-                405,
-            )
-            else str(err.detail)
-        )
+        routed = err.status_code not in (404, 405)
+        message = str(err.detail) if routed else f"no route {request.method} {request.url.path}"
         return JSONResponse(
             error_body(message, type=kind), status_code=err.status_code, headers=err.headers
         )

@@ -11,7 +11,7 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from attnlab.serve.protocol import (
     set_tokens,
 )
 
-DISCONNECT_POLL = 0.5  # seconds between checks that a non-streaming client is still there
+DISCONNECT_POLL = 0.5  # seconds without an event between two checks that the client is there
 
 
 def render(host: ModelHost, messages: list[dict[str, str]], generation_prompt: bool = True) -> str:
@@ -115,12 +115,7 @@ class Job:
                     request = DecodeRequest(
                         list(ids), sampling.for_choice(i, new, eos), sampling.top_logprobs
                     )
-                    choice.handle = scheduler.submit(
-                        request,
-                        lambda e, c=choice.index: loop.call_soon_threadsafe(
-                            self.queue.put_nowait, (c, e)
-                        ),
-                    )
+                    choice.handle = scheduler.submit(request, self._forward(loop, choice.index))
         except QueueFull as err:
             self.cancel()
             wait = max(1, math.ceil(getattr(err, "retry_after", 1.0) or 1.0))
@@ -135,6 +130,16 @@ class Job:
         except ValueError as err:
             self.cancel()
             raise invalid(str(err).splitlines()[0], param) from err
+
+    def _forward(self, loop: asyncio.AbstractEventLoop, index: int) -> Callable[[Any], None]:
+        """The scheduler's callback for choice ``index``: hands each event to the event loop
+        (never blocks; a loop already closed, at shutdown, drops it)."""
+
+        def on_event(event: Any) -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.queue.put_nowait, (index, event))
+
+        return on_event
 
     def cancel(self) -> None:
         """Withdraw every unfinished choice (each freed at the scheduler's next step)."""
@@ -166,6 +171,16 @@ class Job:
             choice.finish = event
             choice.text.append(event.text)
         return choice, event
+
+    async def next_or_gone(self) -> tuple[Choice, TokenEvent | FinishEvent] | None:
+        """``next()``, or None once the client has gone (checked every ``DISCONNECT_POLL``
+        seconds while no event comes: a request waiting in the queue has nothing to send)."""
+        while True:
+            try:
+                return await asyncio.wait_for(self.next(), DISCONNECT_POLL)
+            except asyncio.TimeoutError:
+                if await self.request.is_disconnected():
+                    return None
 
     def usage(self) -> dict[str, int]:
         completion = sum(c.finish.completion_tokens for c in self.choices if c.finish)
@@ -236,18 +251,12 @@ def completion_logprobs(entries: list, text: TokenText, offset: int = 0) -> dict
 
 async def _gather(job: Job) -> None:
     """Wait for every choice to finish; the client leaving cancels them."""
-    request = job.request
     try:
         while not job.done:
-            try:
-                await asyncio.wait_for(job.next(), DISCONNECT_POLL)
-            except asyncio.TimeoutError:
-                if await request.is_disconnected():
-                    job.cancel()
-                    return
+            if await job.next_or_gone() is None:
+                return
     finally:
-        if not job.done:
-            job.cancel()
+        job.cancel()  # only the unfinished ones: none unless the client left
 
 
 def _prepare(
@@ -392,7 +401,10 @@ async def _stream(
             for choice in job.choices:
                 yield chunks.role(choice.index)
         while not job.done:
-            choice, event = await job.next()
+            item = await job.next_or_gone()
+            if item is None:
+                return  # the client left; finally withdraws its requests
+            choice, event = item
             if isinstance(event, TokenEvent):
                 if not event.text and not want_logprobs:
                     continue
