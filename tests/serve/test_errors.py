@@ -6,6 +6,7 @@ size limit; and ``attnlab serve``'s own command-line errors."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -239,3 +240,10 @@ def test_serve_command_line_errors(tmp_path) -> None:
     done = _serve("x", "--api-key-file", str(key))
     assert done.returncode == 1
     assert f"attnlab serve: error: {key} holds no API key" in done.stderr
+    with socket.socket() as taken:  # a port in use: one line, exit 1
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _serve(str(tmp_path / "missing"), "--port", str(port))
+    assert done.returncode == 1
+    assert f"attnlab serve: error: could not listen on 127.0.0.1:{port}" in done.stderr

@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 HELP = (
@@ -116,6 +117,15 @@ def run(args: argparse.Namespace) -> int:
     failed: list[str] = []
 
     def load_model() -> None:
+        while not server.started:  # listen first (/health answers 503), then load
+            if server.should_exit:
+                return
+            time.sleep(0.01)
+        print(
+            f"attnlab serve: listening on http://{args.host}:{args.port} (loading {args.model})",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             loaded, template = load(args.model, args.dense)
             host.attach(loaded, template)
@@ -133,13 +143,12 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    print(
-        f"attnlab serve: listening on http://{args.host}:{args.port} (loading {args.model})",
-        file=sys.stderr,
-        flush=True,
-    )
     threading.Thread(target=load_model, name="attnlab-load", daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    except SystemExit as exit_:  # uvicorn could not start (its reason is logged above)
+        server.should_exit = True
+        raise ValueError(f"could not listen on {args.host}:{args.port}") from exit_
     if failed:
         raise ValueError(failed[0])
     return 0
