@@ -11,18 +11,22 @@ import pytest
 import torch
 from torch import nn
 
-from attnlab.generation import GenerationConfig, generate
+from attnlab.generation import GenerationConfig, batching, generate
 from attnlab.generation.batching import (
+    BatchInvariant,
     BatchScheduler,
     DecodeRequest,
     FinishEvent,
     QueueFull,
     TokenEvent,
-    row_by_row_linear,
+    needs_batch_invariance,
 )
 from attnlab.generation.session import DecoderSession
+from attnlab.interop import resolve_name
+from attnlab.interop.pretrained import from_pretrained
 from attnlab.nn.cache import RaggedKVCache
 from attnlab.nn.quantized import QuantizedLinear
+from required import missing
 
 TIMEOUT = 60.0  # seconds between two events at most (a stuck scheduler fails, never hangs)
 
@@ -46,8 +50,13 @@ def _int4_decoder(tiny_decoder):  # noqa: ANN001, ANN202
 MODELS = {
     "rope-gqa": lambda f: f("rope", 2, max_seq_len=64),
     "alibi-gqa": lambda f: f("alibi", 2, max_seq_len=64, norm_placement="post"),
-    "learned": lambda f: f("learned", 4, max_seq_len=64, norm="rmsnorm"),
+    "learned-geglu": lambda f: f("learned", 4, max_seq_len=64, norm="rmsnorm", activation="geglu"),
+    # rows 40 wide: GELU's vector loop would cover them unevenly without BatchInvariant
+    "sinusoidal-dff40": lambda f: f(
+        "sinusoidal", 4, max_seq_len=64, d_ff=40, activation="gelu_tanh"
+    ),
     "int4": _int4_decoder,
+    "bf16": lambda f: f("rope", 2, d_model=64, max_seq_len=64, activation="geglu").bfloat16(),
 }
 
 
@@ -71,10 +80,35 @@ def test_ragged_step_equals_each_row_alone(tiny_decoder, kind):
         want = torch.cat([s.advance() for s in alone])  # (B, V), one row at a time
         ids = torch.cat([s.tokens.narrow(1, s.length - 1, 1) for s in rows])  # (B, 1)
         positions = torch.tensor([[s.cache.length] for s in rows])  # (B, 1)
-        with row_by_row_linear():
+        with BatchInvariant():
             out = model(ids, position_ids=positions, cache=RaggedKVCache([s.cache for s in rows]))
     assert torch.equal(out.logits[:, -1], want)
     assert [s.cache.length for s in rows] == [s.cache.length for s in alone]
+    # bfloat16 and packed linears are batch-invariant: those models batch with no mode
+    assert needs_batch_invariance(model) == (kind not in ("int4", "bf16"))
+
+
+def test_kv_cache_grows_as_needed_and_changes_nothing(tiny_decoder):
+    """A request's cache starts with room for its prompt and FIRST_STEPS tokens and doubles
+    when full; every step's logits equal those of a session whose cache is whole."""
+    model = tiny_decoder("rope", 2, max_seq_len=64)
+    prompt = torch.tensor([_prompts((5,))[0]])
+    with torch.inference_mode():
+        growing = batching._GrowingSession(model, prompt, None, 50)
+        whole = DecoderSession(model, prompt, None, 50)
+        assert (growing.cache.max_len, whole.cache.max_len) == (5 + batching.FIRST_STEPS, 55)
+        assert torch.equal(growing.prefill(), whole.prefill())
+        sizes = set()
+        for step in range(49):
+            token = torch.tensor([step % 32])
+            growing.append(token)
+            growing.reserve()
+            sizes.add(growing.cache.max_len)
+            ragged = RaggedKVCache([growing.cache])
+            position = torch.tensor([[growing.cache.length]])
+            got = model(token[:, None], position_ids=position, cache=ragged).logits[:, -1]
+            assert torch.equal(got, whole.step(token)), step
+    assert sizes == {21, 42, 55}
 
 
 def _tokens(handle) -> tuple[list[int], FinishEvent]:  # noqa: ANN001
@@ -83,14 +117,22 @@ def _tokens(handle) -> tuple[list[int], FinishEvent]:  # noqa: ANN001
     return [e.token_id for e in events if isinstance(e, TokenEvent)], events[-1]
 
 
-@pytest.mark.parametrize("kind", ["rope-gqa", "alibi-gqa", "int4"])
+@pytest.mark.parametrize("kind", ["rope-gqa", "alibi-gqa", "int4", "bf16"])
 def test_same_tokens_alone_in_a_busy_batch_and_through_generate(tiny_decoder, kind):
     model = MODELS[kind](tiny_decoder)
     targets = [
         (_prompts((6,), seed=1)[0], GenerationConfig(max_new_tokens=40)),
         (
             _prompts((4,), seed=2)[0],
-            GenerationConfig(max_new_tokens=36, do_sample=True, temperature=1.5, seed=7),
+            GenerationConfig(
+                max_new_tokens=36,
+                do_sample=True,
+                temperature=1.5,
+                top_p=0.95,
+                seed=7,
+                repetition_penalty=1.3,
+                min_p=0.01,
+            ),
         ),
     ]
     # (c) generate, with the traced one-token step (max_new_tokens >= 32) where it applies
@@ -166,29 +208,38 @@ def test_cancel_frees_the_slot(tiny_decoder):
 
 def test_queue_full_and_close_ends_every_request(tiny_decoder):
     model = tiny_decoder("rope", 2, max_seq_len=64)
-    scheduler = BatchScheduler(model, None, max_batch=2, max_queue=2)
+    scheduler = BatchScheduler(model, None, max_batch=2, max_queue=1)
     started = threading.Event()
     slow_events: list = []
 
     def slow(event) -> None:  # noqa: ANN001 - slows the scheduler down: requests stay open
         slow_events.append(event)
         started.set()
-        threading.Event().wait(0.01)
+        threading.Event().wait(0.02)
 
     config = GenerationConfig(60)
     waiting = [scheduler.submit(DecodeRequest([1, 2], config), slow)]
-    waiting.append(scheduler.submit(DecodeRequest([1, 2, 3], config)))
-    with pytest.raises(QueueFull) as full:
+    waiting += [scheduler.submit(DecodeRequest([1, 2, 3], config)) for _ in range(2)]
+    with pytest.raises(QueueFull) as full:  # 2 places in the batch, 1 in the queue
         scheduler.submit(DecodeRequest([1, 2], config))
     assert full.value.retry_after > 0 and "queue is full" in str(full.value)
-    assert scheduler.queue_depth == 2
+    assert scheduler.queue_depth == 3
     scheduler.start()
-    assert started.wait(TIMEOUT)  # both are decoding: the queue has room again
-    more = [scheduler.submit(DecodeRequest([3], config)) for _ in range(2)]
-    assert scheduler.queue_depth == 2 and scheduler.running == 2
+    assert started.wait(TIMEOUT)  # two are decoding, one waits: the queue is full again
+    with pytest.raises(QueueFull):
+        scheduler.submit(DecodeRequest([3], config))
+    assert scheduler.queue_depth == 1 and scheduler.running == 2
+    more = [waiting.pop()]
+    more[0].cancel()  # a waiting request that is cancelled leaves the queue at the next step
+    (gone,) = more[0].events(timeout=TIMEOUT)
+    assert (gone.reason, gone.completion_tokens) == ("cancelled", 0)
+    assert scheduler.queue_depth == 0
+    more.append(scheduler.submit(DecodeRequest([3], config)))  # room again
+    assert scheduler.queue_depth == 1
     scheduler.close()
-    finishes = [slow_events[-1]] + [list(h.events(timeout=TIMEOUT))[-1] for h in waiting[1:] + more]
-    assert [f.reason for f in finishes] == ["cancelled"] * 4
+    finishes = [slow_events[-1]] + [list(h.events(timeout=TIMEOUT))[-1] for h in waiting[1:]]
+    finishes += [list(more[1].events(timeout=TIMEOUT))[-1]]
+    assert [f.reason for f in finishes] == ["cancelled"] * 3
     assert finishes[0].completion_tokens < 60 and finishes[-1].completion_tokens == 0
     assert scheduler.running == 0 and scheduler.queue_depth == 0
 
@@ -282,3 +333,65 @@ def test_logprobs_of_the_raw_logits(tiny_decoder):
     pairs = zip(events0, events3, strict=True)
     assert all(e.top_logprobs == [] and e.logprob == ev.logprob for e, ev in pairs)
     assert all(e.logprob is None and e.top_logprobs is None for e in plain)
+
+
+def test_a_failing_request_or_callback_ends_only_itself(tiny_decoder):
+    model = tiny_decoder("rope", 2, max_seq_len=64)
+    with BatchScheduler(model, None) as scheduler:
+        forward = model.stack.forward
+
+        def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise RuntimeError("simulated kernel failure\nsecond line")
+
+        model.stack.forward = broken
+        events = list(scheduler.submit(DecodeRequest([1, 2], GenerationConfig(5))).events(TIMEOUT))
+        model.stack.forward = forward
+        assert [(e.reason, e.error) for e in events] == [
+            ("error", "RuntimeError: simulated kernel failure")
+        ]
+
+        def rude(event) -> None:  # noqa: ANN001 - a client callback that breaks
+            raise ConnectionError("gone")
+
+        rude_handle = scheduler.submit(DecodeRequest([1, 2], GenerationConfig(30)), rude)
+        with pytest.raises(RuntimeError, match="on_event"):
+            next(rude_handle.events())
+        tokens, finish = _tokens(scheduler.submit(DecodeRequest([3, 4], GenerationConfig(30))))
+        assert finish.reason == "length" and len(tokens) == 30
+        assert rude_handle.finished or rude_handle.cancelled
+    assert rude_handle.finished  # closed at the latest by close()
+
+
+def test_smollm2_int4_seeded_request_alone_in_a_batch_and_through_generate():
+    """The bundled SmolLM2 (GGUF Q4_1, run packed as `attnlab serve` runs it): its linear
+    layers batch with no mode, and a seeded request still gets generate's tokens."""
+    try:
+        resolve_name("smollm2")
+    except FileNotFoundError as err:
+        missing(str(err))
+    loaded = from_pretrained("smollm2", quantized=True)
+    model, tok = loaded.model, loaded.tokenizer
+    assert not needs_batch_invariance(model)
+    prompt = tok.encode("Once upon a time, in a small village,")
+    config = GenerationConfig(max_new_tokens=32, do_sample=True, temperature=0.9, seed=5)
+    want = generate(model, torch.tensor([prompt]), config)[0, len(prompt) :].tolist()
+    others = [tok.encode(t) for t in ("Water boils at", "def fibonacci(n):", "The three")]
+    with BatchScheduler(model, tok, max_batch=4) as scheduler:
+        events: list = []
+        joined = []
+        done = threading.Event()
+
+        def on_event(event) -> None:  # noqa: ANN001 - the others join at steps 1, 4 and 7
+            events.append(event)
+            if len(events) % 3 == 1 and others:
+                joined.append(scheduler.submit(DecodeRequest(others.pop(), GenerationConfig(12))))
+            if isinstance(event, FinishEvent):
+                done.set()
+
+        scheduler.submit(DecodeRequest(prompt, config), on_event)
+        assert done.wait(TIMEOUT)
+        for handle in joined:
+            assert _tokens(handle)[1].reason == "length"
+    tokens = [e.token_id for e in events if isinstance(e, TokenEvent)]
+    assert tokens == want and len(joined) == 3
+    assert "".join(e.text for e in events) == tok.decode(want, skip_special_tokens=True)

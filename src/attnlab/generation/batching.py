@@ -10,34 +10,41 @@ budget and cancellation, and reports ``TokenEvent`` / ``FinishEvent``.
 
 Determinism contract: a seeded request (or a greedy one) gives the same tokens alone,
 inside a busy batch and through ``generate`` with the same ``GenerationConfig``. The
-batched step makes every row compute the numbers it would compute alone:
+batched step makes every row compute the bits it would compute alone:
 
 - each request keeps its own batch-1 KV cache at its exact length (``RaggedKVCache``):
-  attention runs row by row over that row's positions only, since attention over a padded
-  batch sums over other positions; RoPE angles and ALiBi biases are built row by row;
-- matrix products whose rows depend on the batch size are run one row at a time inside
-  the batched step only (``row_by_row_linear``): float32 (and float16/float64) ``F.linear``
-  is one of them (at M = 1 it runs a matrix-vector kernel whose rounding differs from
-  M >= 2). bfloat16 ``F.linear`` and ``QuantizedLinear`` (int4, int8) give bit-identical
-  rows for any M, so they stay batched in one kernel call per layer: that is where the
-  throughput of a packed int4 model comes from.
-- everything else (embeddings, norms, activations, residual adds) works row by row in
-  PyTorch's CPU kernels. Elementwise kernels with transcendental functions (GELU, SiLU)
-  vectorize the batch as one run; rows are exact when a row's width (d_ff) is a multiple
-  of the SIMD width (32 floats covers AVX-512), true of every usual model.
+  attention runs row by row over that row's positions only (attention over a padded batch
+  sums over other positions); RoPE angles and ALiBi biases are built row by row;
+- the step is the model's own forward (every positional encoding, pre/post norm, GQA)
+  over that cache; the feed-forward activations run row by row in it
+  (``activations_row_by_row``: a batch is one vector loop with a scalar tail whose
+  exp/tanh/erf round differently, and GELU on a strided gate runs scalar);
+- float32 (float16, float64) ``F.linear`` rounds differently at M = 1 (a matrix-vector
+  kernel) than at M >= 2, so ``BatchInvariant`` runs it one row at a time inside the
+  batched step; bfloat16 ``F.linear`` and ``QuantizedLinear`` (int4, int8) give
+  bit-identical rows for any M and stay batched, one kernel call per layer for the whole
+  batch: that is where a packed int4 model's throughput comes from. A model with no float
+  ``nn.Linear`` (SmolLM2 int4 from GGUF) runs its step with no mode at all;
+- norms, embeddings, residual adds and the sampling work row by row in PyTorch's kernels.
 
-Cost, measured on CPU-2 (one thread, tiny float32 model of the tests): running float32
-linears row by row makes a batched step of 8 rows about as slow as 8 batch-1 steps' matrix
-products, so a float32 model gains only Python overhead from batching; a model with
-QuantizedLinear or bfloat16 layers batches them and gains their weight-streaming cost.
+Cost of the row-by-row float32 linears, measured on this 2-core CPU (one thread, a busy
+machine: two runs, up to 1.7x apart), 8 rows per step, ms per step with float32 linears
+batched (not invariant) / row by row / as 8 batch-1 steps: d_model 32, 2 layers:
+0.9-1.3 / 2.6-2.8 / 4.7-5.5; d_model 256, 4 layers, vocabulary 8192: 8.8-10.3 /
+20.4-24.6 / 40-42; d_model 576, 8 layers, vocabulary 49152: 51-82 / 147-254 / 226-395.
+So a float32 model's invariant step costs 2-3x a batched one and stays 1.5-2x faster
+than decoding its rows one after another. A packed int4 model (SmolLM2 from GGUF, int8
+head) batches fully: 1 / 4 / 16 rows took 18 / 28 / 88 ms per step (55 / 143 / 181
+tokens/s, one thread).
 
-The same model is not traced here (``attnlab.generation.traced``): the batched step is the
-model's own eager forward over a ``RaggedKVCache``.
+One-token steps are not traced here (``attnlab.generation.traced``): the batched step is
+the eager forward over a ``RaggedKVCache``; ``generate``'s traced step gives the same bits.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import queue
 import secrets
 import threading
@@ -70,7 +77,8 @@ __all__ = [
     "QueueFull",
     "RequestHandle",
     "TokenEvent",
-    "row_by_row_linear",
+    "BatchInvariant",
+    "needs_batch_invariance",
 ]
 
 
@@ -177,25 +185,28 @@ class RequestHandle:
 # Batch-invariant linear layers
 
 
-class row_by_row_linear(TorchFunctionMode):  # noqa: N801 - used like a function: with ...():
-    """Inside this context, ``F.linear`` (every ``nn.Linear``) on weights whose kernel is
-    not batch-invariant (anything but bfloat16) runs one input row at a time, so that row
-    ``i`` of (M, K) @ W^T gets the bits of the M = 1 product. Other ops pass through."""
+class BatchInvariant(TorchFunctionMode):
+    """Inside this context (``with BatchInvariant():``), ``F.linear`` (every ``nn.Linear``)
+    on weights whose kernel is not batch-invariant (anything but bfloat16) runs one input
+    row at a time, so that row ``i`` of (M, K) @ W^T gets the bits of the M = 1 product.
+    Other ops pass through (each at the cost of a Python call, about 1 us: the mode is used
+    only for models that hold such layers, see ``needs_batch_invariance``)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
         if func is F.linear:
             x, weight = args[0], args[1]
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if weight.dtype != torch.bfloat16 and x.dim() >= 2 and x[..., 0].numel() > 1:
+            if weight.dtype != torch.bfloat16 and x.numel() > x.shape[-1]:
                 rows = x.reshape(-1, 1, x.shape[-1])  # (M, 1, K): each alone, as at batch 1
                 out = torch.cat([F.linear(row, weight, bias) for row in rows])  # (M, N)
                 return out.view(*x.shape[:-1], weight.shape[0])
         return func(*args, **kwargs)
 
 
-def _needs_row_by_row(model: nn.Module) -> bool:
-    """Whether ``model`` holds an ``nn.Linear`` whose rows depend on the batch size."""
+def needs_batch_invariance(model: nn.Module) -> bool:
+    """Whether ``model`` holds an ``nn.Linear`` whose rows depend on the batch size (any
+    dtype but bfloat16): its batched step then runs under ``BatchInvariant``."""
     return any(
         isinstance(m, nn.Linear) and m.weight.dtype != torch.bfloat16 for m in model.modules()
     )
@@ -203,6 +214,33 @@ def _needs_row_by_row(model: nn.Module) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # One running request
+
+FIRST_STEPS = 16  # a request's KV cache starts with room for its prompt and this many steps
+
+
+class _GrowingSession(DecoderSession):
+    """A batch-1 ``DecoderSession`` whose KV cache starts with room for the prompt and
+    ``FIRST_STEPS`` tokens and doubles when full, up to prompt + ``max_new_tokens``: a
+    server's requests often ask for far more tokens than they use (an OpenAI client's
+    ``max_tokens`` defaults to the whole context). The cache's size changes no result:
+    attention reads the filled positions only (the tests compare with ``generate``, whose
+    cache is allocated whole)."""
+
+    def _new_cache(self, max_len: int):  # noqa: ANN202
+        self.capacity = max_len
+        return self.model.new_cache(self.batch_size, min(max_len, self.length + FIRST_STEPS))
+
+    def reserve(self) -> None:
+        """Make room for one more position."""
+        cache = self.cache
+        if cache.length < cache.max_len or cache.max_len >= self.capacity:
+            return
+        bigger = self.model.new_cache(self.batch_size, min(self.capacity, 2 * cache.max_len))
+        n = cache.length
+        bigger.keys.narrow(3, 0, n).copy_(cache.keys.narrow(3, 0, n))  # (L, 1, Hkv, n, Dh)
+        bigger.values.narrow(3, 0, n).copy_(cache.values.narrow(3, 0, n))
+        bigger.advance(n)
+        self.cache = bigger
 
 
 class _Row:
@@ -231,7 +269,7 @@ class _Row:
         self.sent = 0  # characters of ``stable`` sent so far
         self.count = 0  # tokens produced
         ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=device)  # (1, P)
-        self.session = DecoderSession(model, ids, None, config.max_new_tokens)
+        self.session = _GrowingSession(model, ids, None, config.max_new_tokens)
         self.seen: Tensor | None = None
 
     def prefill(self) -> Tensor:
@@ -345,7 +383,7 @@ class BatchScheduler:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.device = model.lm_head.weight.device
-        self._row_by_row = _needs_row_by_row(model)
+        self._invariant = needs_batch_invariance(model)
         self._cond = threading.Condition()
         self._waiting: deque[RequestHandle] = deque()
         self._running: list[_Row] = []
@@ -357,7 +395,7 @@ class BatchScheduler:
     # -- metrics ------------------------------------------------------------------------------
     @property
     def queue_depth(self) -> int:
-        """Requests waiting for a place in the batch."""
+        """Requests waiting to be admitted (those the next step admits included)."""
         return len(self._waiting)
 
     @property
@@ -398,17 +436,21 @@ class BatchScheduler:
     ) -> RequestHandle:
         """Queue ``request``; its events go to ``on_event`` (called from the scheduler
         thread, must not block) or to ``handle.events()``. ValueError for a request that
-        cannot run, QueueFull when ``max_queue`` requests already wait."""
+        cannot run; QueueFull when ``max_queue`` requests already wait beyond the places
+        free in the batch."""
         request = self._validate(request)
         handle = RequestHandle(request, on_event)
         handle._wake = self._wake
         with self._cond:
             if self._closed:
                 raise RuntimeError("this BatchScheduler is closed")
-            if len(self._waiting) >= self.max_queue:
-                ahead = len(self._waiting) + len(self._running)
-                tokens = request.config.max_new_tokens
-                retry = max(1.0, round(self._step_seconds * tokens * ahead / self.max_batch, 1))
+            room = max(0, self.max_batch - self._active)  # places the next step fills
+            if len(self._waiting) >= room + self.max_queue:
+                # about when a place frees: the requests ahead, a batch at a time, each
+                # for this request's token budget at the current step time (1 to 30 s)
+                ahead = len(self._waiting) + self._active
+                steps = request.config.max_new_tokens * ahead / self.max_batch
+                retry = min(30.0, max(1.0, round(self._step_seconds * steps, 1)))
                 raise QueueFull(
                     f"the queue is full ({self.max_queue} requests wait); retry in {retry:g} s",
                     retry,
@@ -431,15 +473,18 @@ class BatchScheduler:
             raise ValueError(
                 f"top_logprobs={request.top_logprobs!r} must be None or an integer >= 0"
             )
-        ids = list(request.prompt_ids)
+        try:  # ints, numpy or torch integers; not floats, not bools
+            ids = [operator.index(i) for i in request.prompt_ids if not isinstance(i, bool)]
+            if len(ids) != len(request.prompt_ids):
+                raise TypeError
+        except TypeError:
+            raise ValueError("prompt_ids must be a list of integer token ids") from None
         vocab = self.model.config.vocab_size
         if not ids:
             if config.bos_token_id is None:
                 raise ValueError("empty prompt and no bos_token_id to start from")
             ids = [config.bos_token_id]
-        bad = [
-            i for i in ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab
-        ]
+        bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
             raise ValueError(f"prompt_ids hold {bad[0]!r}, outside the vocabulary [0, {vocab})")
         window = self.model.config.max_seq_len
@@ -488,7 +533,9 @@ class BatchScheduler:
                 self._step(admitted)
                 elapsed = time.perf_counter() - start
                 self._step_seconds = 0.9 * self._step_seconds + 0.1 * elapsed
-        finally:
+        finally:  # closed, or a bug: no request may wait for a thread that is gone
+            with self._cond:
+                self._closed = True
             self._drain()
 
     def _drain(self) -> None:
@@ -541,6 +588,8 @@ class BatchScheduler:
 
     def _decode(self) -> None:
         rows = self._running
+        for row in rows:
+            row.session.reserve()
         ids = torch.cat(
             [r.session.tokens.narrow(1, r.session.length - 1, 1) for r in rows]
         )  # (B, 1)
@@ -549,8 +598,8 @@ class BatchScheduler:
         )  # (B, 1)
         cache = RaggedKVCache([r.session.cache for r in rows])
         try:
-            if self._row_by_row:
-                with row_by_row_linear():
+            if self._invariant:
+                with BatchInvariant():
                     out = self.model(ids, position_ids=positions, cache=cache)
             else:
                 out = self.model(ids, position_ids=positions, cache=cache)

@@ -16,7 +16,7 @@ from attnlab.nn.attention import MultiHeadAttention
 from attnlab.nn.blocks import DecoderBlock, EncoderBlock
 from attnlab.nn.cache import KVCache, RaggedKVCache
 from attnlab.nn.embedding import Embeddings
-from attnlab.nn.feedforward import make_feedforward
+from attnlab.nn.feedforward import activations_row_by_row, make_feedforward
 from attnlab.nn.masks import padding_mask, positions_from_attention_mask
 from attnlab.nn.norms import make_norm
 from attnlab.nn.positional import (
@@ -150,8 +150,10 @@ class TransformerStack(nn.Module):
         """The continuous-batching step: row ``i`` of ``input_ids`` (B, T) continues the
         sequence held in ``cache.rows[i]`` at ``position_ids[i]``. Each row gets exactly the
         numbers it would get alone: its own RoPE angles and ALiBi biases (built row by
-        row, as a batch-1 call builds them), its own keys in attention; the blocks and
-        their linear layers run once for the batch."""
+        row, as a batch-1 call builds them), its own keys in attention, its own
+        feed-forward activation (``activations_row_by_row``). The linear layers run once
+        for the batch; ``attnlab.generation.batching`` runs those whose rows depend on the
+        batch size (float32 ``nn.Linear``) one row at a time."""
         bsz, n_new = input_ids.shape
         if position_ids is None or tuple(position_ids.shape) != (bsz, n_new):
             raise ValueError(f"a ragged KV cache needs position_ids of shape ({bsz}, {n_new})")
@@ -171,9 +173,10 @@ class TransformerStack(nn.Module):
         bias = None
         if self.alibi is not None:
             bias = [self.alibi(n_new, n + n_new) for n in lengths]  # (1, H, T, S_row) each
-        for i, block in enumerate(self.blocks):
-            out = block(x, causal=self.causal, rope=rope, bias=bias, cache=cache.layer(i))
-            x = out.hidden
+        with activations_row_by_row():
+            for i, block in enumerate(self.blocks):
+                out = block(x, causal=self.causal, rope=rope, bias=bias, cache=cache.layer(i))
+                x = out.hidden
         cache.advance(n_new)
         if self.final_norm is not None:
             x = self.final_norm(x)

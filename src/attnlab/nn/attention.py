@@ -178,7 +178,7 @@ class MultiHeadAttention(nn.Module):
                 cache.cross_kv = (k, v)
             else:
                 k, v = cache.update(k, v)  # (B, Hkv, past + T, Dh)
-        out, weights = self._attend(q, k, v, mask, causal, bias, backend, need_weights)  # type: ignore[arg-type]
+        out, weights = self._attend(q, k, v, mask, causal, bias, backend, need_weights)
         return AttentionOutput(self._merge(out), weights)
 
     def _ragged(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,36 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+class _RowsApart(threading.local):
+    active = False
+
+
+_ROWS_APART = _RowsApart()
+
+
+@contextmanager
+def activations_row_by_row() -> Iterator[None]:
+    """In this thread, inside the context, the feed-forward activations of a batch run one
+    row at a time, so that every row gets the bits it gets at batch 1 (an elementwise
+    kernel runs a batch as one vector loop with a scalar tail, and the vector and scalar
+    exp/tanh/erf may round differently). The continuous-batching step needs it
+    (``TransformerStack`` with a ``RaggedKVCache``)."""
+    before = _ROWS_APART.active
+    _ROWS_APART.active = True
+    try:
+        yield
+    finally:
+        _ROWS_APART.active = before
+
+
+def _activate(act: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``act(x)``, row by row inside ``activations_row_by_row``."""
+    if torch.compiler.is_compiling() or not _ROWS_APART.active or x.numel() == x.shape[-1]:
+        return act(x)
+    rows = x.reshape(-1, 1, x.shape[-1])  # (M, 1, W): each row as a batch of one
+    return torch.cat([act(row) for row in rows]).view(x.shape)
+
+
 def get_activation(name: str) -> Callable[[Tensor], Tensor]:
     """The elementwise activation called ``name`` (relu, gelu, gelu_tanh, silu)."""
     if name not in _ACTIVATIONS:
@@ -51,7 +83,7 @@ class MLP(nn.Module):
         self.fc_out = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc_out(self.act(self.fc_in(x)))
+        return self.fc_out(_activate(self.act, self.fc_in(x)))
 
 
 class GatedMLP(nn.Module):
@@ -73,7 +105,7 @@ class GatedMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         gate_up = self.gate_up(x)  # (..., 2 d_ff)
         gate, up = gate_up[..., : self.d_ff], gate_up[..., self.d_ff :]
-        return self.fc_out(self.act(gate) * up)
+        return self.fc_out(_activate(self.act, gate) * up)
 
 
 def make_feedforward(activation: str, d_model: int, d_ff: int, bias: bool = True) -> nn.Module:
