@@ -88,6 +88,10 @@ def test_logprobs_for_every_token(decoder) -> None:
         values = [t.logprob for t in item.top_logprobs]
         assert values == sorted(values, reverse=True)
         assert item.logprob <= values[0] + 1e-6  # the alternatives are the most likely
+    # each token's own bytes, joined, are the reply's bytes (tokens may split characters)
+    tokens = content[:-1] if reply.choices[0].finish_reason == "stop" else content
+    raw = b"".join(bytes(item.bytes) for item in tokens)
+    assert raw.decode("utf-8", errors="replace") == reply.choices[0].message.content
     legacy = client.completions.create(
         model=MODEL, prompt="hello", max_tokens=4, logprobs=2, temperature=0
     )

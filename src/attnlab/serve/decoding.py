@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from attnlab.generation.batching import DecodeRequest, FinishEvent, QueueFull, TokenEvent
+from attnlab.inspect.labels import byte_symbols, is_byte_level
 from attnlab.interop.chat import chat_eos_ids, render_chat
 from attnlab.serve import sse
 from attnlab.serve.host import ModelHost
@@ -34,6 +36,7 @@ from attnlab.serve.protocol import (
     set_tokens,
 )
 
+BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 DISCONNECT_POLL = 0.5  # seconds without an event between two checks that the client is there
 
 
@@ -205,24 +208,39 @@ def _failure(event: FinishEvent) -> APIError:
 
 
 class TokenText:
-    """Each token's text for logprobs (cached: a vocabulary entry decodes once)."""
+    """Each token's text and bytes for logprobs (cached: a vocabulary entry is read once).
+    The bytes are the token's own (OpenAI's ``bytes``): a byte-level BPE token holding part
+    of a character has bytes that are no UTF-8 text on their own."""
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self.cache: dict[int, str] = {}
+        self.symbols = byte_symbols() if is_byte_level(tokenizer) else None
+        self.cache: dict[int, tuple[str, bytes]] = {}
 
     def __call__(self, token_id: int) -> str:
-        text = self.cache.get(token_id)
-        if text is None:
+        return self.entry(token_id)[0]
+
+    def entry(self, token_id: int) -> tuple[str, bytes]:
+        found = self.cache.get(token_id)
+        if found is None:
             text = self.tokenizer.decode([token_id], skip_special_tokens=False)
-            self.cache[token_id] = text
-        return text
+            found = self.cache[token_id] = (text, self._bytes(token_id, text))
+        return found
+
+    def _bytes(self, token_id: int, text: str) -> bytes:
+        token = self.tokenizer.id_to_token(token_id) or ""
+        match = BYTE_TOKEN.fullmatch(token)  # sentencepiece byte fallback
+        if match:
+            return bytes([int(match.group(1), 16)])
+        if self.symbols and token and all(ch in self.symbols for ch in token):
+            return bytes(self.symbols[ch] for ch in token)
+        return text.encode("utf-8")
 
 
 def chat_logprobs(entries: list, text: TokenText) -> dict[str, Any]:
     def one(token_id: int, logprob: float | None) -> dict[str, Any]:
-        s = text(token_id)
-        return {"token": s, "logprob": logprob, "bytes": list(s.encode("utf-8"))}
+        s, raw = text.entry(token_id)
+        return {"token": s, "logprob": logprob, "bytes": list(raw)}
 
     content = []
     for token_id, logprob, top in entries:
