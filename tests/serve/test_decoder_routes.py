@@ -253,19 +253,22 @@ def test_32_concurrent_streams_all_complete(decoder) -> None:
                 used = chunk.usage.completion_tokens
         return text, reason, used
 
-    async def run() -> list:
-        client = decoder.async_client()
-        return await asyncio.gather(*(one(client, i) for i in range(32)))
-
-    results = asyncio.run(run())
-    client = decoder.client()
-    for i in (0, 13, 31):  # every token delivered: the streamed text is the whole text
-        whole = client.completions.create(
+    async def whole(client, i: int):  # noqa: ANN001, ANN202
+        return await client.completions.create(
             model=MODEL, prompt=f"client {i}", max_tokens=16, temperature=0
         )
-        assert results[i][0] == whole.choices[0].text
-        assert results[i][2] == whole.usage.completion_tokens
-    assert all(reason in ("stop", "length") for _, reason, _ in results)
+
+    async def run() -> tuple[list, list]:
+        client = decoder.async_client()
+        streamed = await asyncio.gather(*(one(client, i) for i in range(32)))
+        return streamed, await asyncio.gather(*(whole(client, i) for i in range(32)))
+
+    streamed, wholes = asyncio.run(run())
+    # every token delivered: each streamed text is the whole text, token counts agree
+    for (text, reason, used), reply in zip(streamed, wholes, strict=True):
+        assert text == reply.choices[0].text
+        assert reason == reply.choices[0].finish_reason
+        assert used == reply.usage.completion_tokens
 
 
 def test_queue_overflow_is_a_429_with_retry_after(keyed) -> None:

@@ -81,9 +81,6 @@ def load(model: str, dense: bool):  # noqa: ANN201 - (LoadedModel, chat template
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from attnlab.serve.app import create_app
     from attnlab.serve.auth import read_api_key
 
     if not 0 <= args.port <= 65535:
@@ -95,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_body_kb < 1:
         raise ValueError(f"--max-body-kb {args.max_body_kb} must be >= 1")
     key = read_api_key(args.api_key, args.api_key_file)
+    import uvicorn  # after the checks: an error line comes before the heavy imports
+
+    from attnlab.serve.app import create_app
+
     name = args.name or model_id(args.model)
     app = create_app(
         model_id=name,
