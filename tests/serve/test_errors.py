@@ -65,6 +65,12 @@ def _error(r: httpx.Response) -> dict:
             400,
             "stream_options",
         ),
+        (
+            "chat/completions",
+            {**CHAT, "stream": True, "stream_options": {"include_usage": 1}},
+            400,
+            "stream_options.include_usage",
+        ),
         ("chat/completions", {**CHAT, "max_tokens": 0}, 400, "max_tokens"),
         ("chat/completions", {**CHAT, "max_tokens": 95}, 400, "max_tokens"),
         ("chat/completions", {**CHAT, "max_completion_tokens": 500}, 400, "max_completion_tokens"),
@@ -141,7 +147,7 @@ def test_a_route_the_family_cannot_serve_names_it(request, server, route, family
     body = {"model": "x", "input": "a", "messages": CHAT["messages"], "prompt": "a"}
     r = httpx.post(f"{served.v1}/{route}", json=body)
     assert r.status_code == 404
-    assert f"a {family} model" in _error(r)["message"]
+    assert f"its family is {family}" in _error(r)["message"]
 
 
 def test_a_decoder_without_chat_template_refuses_chat(keyed) -> None:

@@ -122,15 +122,12 @@ class ModelHost:
                 allowed = ()
             if route not in allowed:
                 serves = ", ".join(FAMILY_ROUTES.get(family, ())) or "nothing"
-                detail = (
-                    f"a {family} model without a classifier head"
-                    if route == "/v1/classify" and family == "encoder"
-                    else f"a {family} model"
-                )
+                headless = route == "/v1/classify" and family == "encoder"
                 raise APIError(
                     404,
-                    f"{route} is not served for {self.model_id!r}: it is {detail} "
-                    f"(this server answers {serves})",
+                    f"{route} is not served for {self.model_id!r}: its family is {family}"
+                    f"{' without a classifier head' if headless else ''} (this server answers "
+                    f"{serves})",
                     code="unsupported_route",
                 )
         return loaded

@@ -265,7 +265,11 @@ def parse_sampling(body: dict, *, chat: bool) -> Sampling:
             raise _type_error("stream_options", "an object", options)
         if not stream:
             raise invalid("stream_options needs stream=true", "stream_options")
-        include_usage = get_bool(options, "include_usage", False)
+        include_usage = get_bool(
+            {"stream_options.include_usage": options.get("include_usage")},
+            "stream_options.include_usage",
+            False,
+        )
     top_logprobs: int | None
     if chat:
         top = get_int(body, "top_logprobs", None, lo=0, hi=MAX_TOP_LOGPROBS)
