@@ -200,7 +200,7 @@ class BatchInvariant(TorchFunctionMode):
             if weight.dtype != torch.bfloat16 and x.numel() > x.shape[-1]:
                 rows = x.reshape(-1, 1, x.shape[-1])  # (M, 1, K): each alone, as at batch 1
                 out = torch.cat([F.linear(row, weight, bias) for row in rows])  # (M, N)
-                return out.view(*x.shape[:-1], weight.shape[0])
+                return out.view(*x.shape[:-1], weight.shape[0])  # (..., N) like x
         return func(*args, **kwargs)
 
 

@@ -169,6 +169,7 @@ class TransformerStack(nn.Module):
         rope = None
         if self.rope is not None:
             pairs = [self.rope(position_ids[i : i + 1]) for i in range(bsz)]
+            # cos and signed sin, (B, 1, T, Dh) each
             rope = (torch.cat([c for c, _ in pairs]), torch.cat([s for _, s in pairs]))
         bias = None
         if self.alibi is not None:

@@ -61,7 +61,7 @@ def _activate(act: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     if torch.compiler.is_compiling() or not _ROWS_APART.active or x.numel() == x.shape[-1]:
         return act(x)
     rows = x.reshape(-1, 1, x.shape[-1])  # (M, 1, W): each row as a batch of one
-    return torch.cat([act(row) for row in rows]).view(x.shape)
+    return torch.cat([act(row) for row in rows]).view(x.shape)  # (M, 1, W) -> x's shape
 
 
 def get_activation(name: str) -> Callable[[Tensor], Tensor]:
