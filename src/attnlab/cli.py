@@ -20,6 +20,7 @@ from attnlab.commands import (
     plot,
     positions,
     presets,
+    serve,
     train,
     translate,
 )
@@ -41,6 +42,7 @@ VERBS: dict[str, ModuleType] = {
     "chat": chat,
     "embed": embed,
     "export": export,
+    "serve": serve,
 }
 
 
