@@ -1,4 +1,4 @@
-"""What some tests need from the machine (the bundled real models, Node.js, a C++ compiler
+"""What some tests need from the machine (the bundled real models, Chromium, a C++ compiler
 for torch.compile): missing on a developer's machine, the test is skipped with the reason
 (pyproject's ``-rs`` prints it); missing under ``CI=true`` (``.ci/run``), the test fails,
 because a CI run that silently skipped the real-checkpoint parity tests proves nothing.

@@ -1,13 +1,11 @@
 """The HTML page: self-contained (no external requests), carries the tokens and the weights,
-and its script shows the right weights on hover (run in Node with a fake DOM when Node is
-installed)."""
+and its script shows the right weights on hover and one heatmap cell per token pair (run in
+a real headless Chromium, tests/browser.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +13,54 @@ from inspect_helpers import tiny
 
 from attnlab.inspect import AttentionMap, attention_maps
 from attnlab.inspect.html import DATA_ID, attention_html, write_attention_html
-from required import program
 
-HARNESS = Path(__file__).with_name("html_harness.js")
+# Replays one action in the page: choose kind, layer and head in the select boxes, hover a
+# query or key token, read what is painted (the other row's titles and backgrounds), the
+# detail text, the options and the heatmap's cells.
+_REPLAY = """(a) => {
+  const root = document.getElementById("view");
+  const pick = (cls, value) => {
+    const s = root.querySelector(cls); s.value = String(value);
+    s.dispatchEvent(new Event("change"));
+  };
+  pick(".attn-kind", a.kind); pick(".attn-layer", a.layer); pick(".attn-head", a.head);
+  const queries = [...root.querySelectorAll(".attn-queries .attn-tok")];
+  const keys = [...root.querySelectorAll(".attn-keys .attn-tok")];
+  const [from, to] = a.hover === "query" ? [queries, keys] : [keys, queries];
+  from[a.index].dispatchEvent(new MouseEvent("mouseenter"));
+  const alpha = (bg) => bg.startsWith("rgba(") ? parseFloat(bg.split(",")[3])
+    : bg.startsWith("rgb(") ? 1.0 : NaN;
+  const out = {
+    query_tokens: queries.map((s) => s.textContent),
+    key_tokens: keys.map((s) => s.textContent),
+    titles: to.map((s) => s.title),
+    alphas: to.map((s) => alpha(s.style.background)),
+    backgrounds: to.map((s) => s.style.background),
+    detail: root.querySelector(".attn-detail").textContent,
+    kind_box_hidden: root.querySelector(".attn-kind").parentNode.style.display === "none",
+    layer_options: [...root.querySelector(".attn-layer").options].map((o) => o.textContent),
+    head_options: [...root.querySelector(".attn-head").options].map((o) => o.textContent),
+    cells: root.querySelectorAll(".attn-grid .attn-cell").length,
+    cell_titles: [...root.querySelectorAll(".attn-grid .attn-cell")].map((c) => c.title),
+  };
+  from[a.index].dispatchEvent(new MouseEvent("mouseleave"));
+  return out;
+}"""
+
+
+def _replay(browser, path, actions: list[dict]) -> list[dict]:  # noqa: ANN001
+    """Open the page in the browser and replay ``actions``; no request leaves the page."""
+    page = browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    results = [page.evaluate(_REPLAY, a) for a in actions]
+    page.close()
+    assert not errors, errors
+    assert requests == [path.as_uri()], requests
+    return results
 
 
 class _Collector(HTMLParser):
@@ -86,8 +129,7 @@ def test_a_token_cannot_break_out_of_the_script() -> None:
     assert json.loads(parser.data[DATA_ID])["maps"][0]["query_tokens"] == [evil, "b"]
 
 
-def test_hover_shows_the_weights_of_the_chosen_layer_and_head(tmp_path, tokenizer) -> None:
-    program("node")  # Node.js runs the page's script
+def test_hover_shows_the_weights_of_the_chosen_layer_and_head(tmp_path, tokenizer, browser) -> None:
     maps = attention_maps(
         tiny("encoder_decoder", n_decoder_layers=3), tokenizer, source="ein hund", target="a dog"
     )
@@ -98,14 +140,7 @@ def test_hover_shows_the_weights_of_the_chosen_layer_and_head(tmp_path, tokenize
         {"kind": 2, "layer": 0, "head": 3, "hover": "key", "index": 1},  # cross, a key token
         {"kind": 2, "layer": 1, "head": -1, "hover": "query", "index": 2},  # mean of heads
     ]
-    out = subprocess.run(
-        ["node", str(HARNESS), str(path), json.dumps(actions)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    results = json.loads(out.stdout)
+    results = _replay(browser, path, actions)
     kinds = ["encoder", "decoder", "cross"]
     for action, result in zip(actions, results, strict=True):
         amap = maps[kinds[action["kind"]]]
@@ -122,6 +157,10 @@ def test_hover_shows_the_weights_of_the_chosen_layer_and_head(tmp_path, tokenize
         assert not result["kind_box_hidden"]
         assert result["layer_options"] == [f"layer {i}" for i in range(amap.n_layers)]
         assert result["head_options"] == ["mean of heads"] + [f"head {h}" for h in range(4)]
+        # the heatmap: one cell per (query, key) pair, each titled with its weight
+        assert result["cells"] == len(amap.query_tokens) * len(amap.key_tokens)
+        weights = [float(t.rsplit(": ", 1)[1]) for t in result["cell_titles"]]
+        assert weights == pytest.approx(matrix.flatten().tolist(), abs=1e-4)
     assert results[0]["detail"].startswith(
         json.dumps(maps["encoder"].query_tokens[3], ensure_ascii=False)
     )
@@ -146,28 +185,18 @@ def test_nan_weights_are_null_in_strict_json() -> None:
     assert head == [[0.25, None, 0.75], [None, 0.5, None]]
 
 
-def test_nan_weights_are_drawn_hatched_and_the_rest_still_shown(tmp_path) -> None:
-    import shutil  # (main's tests/required.py: program("node") once merged)
-
-    if shutil.which("node") is None:
-        pytest.skip("Node.js not installed")
+def test_nan_weights_are_drawn_hatched_and_the_rest_still_shown(tmp_path, browser) -> None:
     path = write_attention_html([_nan_map()], tmp_path / "nan.html")
     actions = [
         {"kind": 0, "layer": 0, "head": 0, "hover": "query", "index": 0},
         {"kind": 0, "layer": 0, "head": -1, "hover": "query", "index": 0},  # mean of heads
         {"kind": 0, "layer": 0, "head": 1, "hover": "key", "index": 0},  # column: 0.25, inf
     ]
-    out = subprocess.run(
-        ["node", str(HARNESS), str(path), json.dumps(actions)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    for result in json.loads(out.stdout):
+    results = _replay(browser, path, actions)
+    for result in results:
         assert result["titles"][1] == "NaN"
         assert "repeating-linear-gradient" in result["backgrounds"][1]
-    first = json.loads(out.stdout)[0]
+    first = results[0]
     assert first["titles"] == ["0.2500", "NaN", "0.7500"]
     assert first["alphas"][2] == 1.0
     assert first["alphas"][0] == pytest.approx(1 / 3, abs=1e-3)
