@@ -17,9 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attnlab.checkpoint import LoadedModel
 from attnlab.serve import decoding
-from attnlab.serve.auth import OPEN_PATHS, authorized
-from attnlab.serve.host import FAMILY_ROUTES, ModelHost
+from attnlab.serve.auth import authorized, is_open
+from attnlab.serve.host import ModelHost, served_routes
 from attnlab.serve.metrics import CONTENT_TYPE_LATEST, Metrics
+from attnlab.serve.page import add_page_routes
 from attnlab.serve.protocol import (
     APIError,
     check_model,
@@ -113,7 +114,7 @@ class Gate:
             )
 
     def _refusal(self, path: str, headers: dict[str, str]) -> APIError | None:
-        keyed = self.api_key is not None and path not in OPEN_PATHS
+        keyed = self.api_key is not None and not is_open(path)
         if keyed and not authorized(headers.get("authorization"), self.api_key):
             return APIError(
                 401,
@@ -213,7 +214,7 @@ def create_app(
             "context_length": int(config.max_seq_len),
             "max_model_len": int(config.max_seq_len),
             "chat_template": host.chat_template is not None,
-            "routes": list(FAMILY_ROUTES.get(config.family, ())),
+            "routes": list(served_routes(config)),
         }
 
     app.state.started = time.time()
@@ -385,4 +386,5 @@ def create_app(
         return JSONResponse({"prompt": loaded.tokenizer.decode(ids)})
 
     decoding.add_routes(app, host)
+    add_page_routes(app)
     return app

@@ -1,11 +1,19 @@
-"""The optional API key: ``Authorization: Bearer KEY`` on every route but ``/health``."""
+"""The optional API key: ``Authorization: Bearer KEY`` on every route but ``/health`` and
+the web page (``/`` and ``/static/...``: the page asks for the key when the API answers
+401)."""
 
 from __future__ import annotations
 
 import hmac
 from pathlib import Path
 
-OPEN_PATHS = ("/health",)  # answered without a key (load balancers probe them)
+OPEN_PATHS = ("/health", "/")  # answered without a key (load balancers probe /health)
+OPEN_PREFIXES = ("/static/",)  # the page's script and style
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` is answered without the API key."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def read_api_key(key: str | None, key_file: str | Path | None) -> str | None:

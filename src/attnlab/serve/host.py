@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from attnlab.checkpoint import LoadedModel
+from attnlab.config import ModelConfig
 from attnlab.serve.protocol import APIError
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,15 @@ FAMILY_ROUTES = {
     "encoder": ("/v1/embeddings", "/v1/classify", "/v1/attention"),
     "encoder_decoder": ("/v1/translate", "/v1/attention"),
 }
+
+
+def served_routes(config: ModelConfig) -> tuple[str, ...]:
+    """The model routes a model of ``config`` answers: its family's, less ``/v1/classify``
+    for an encoder without a classifier head."""
+    routes = FAMILY_ROUTES.get(config.family, ())
+    if config.family == "encoder" and config.encoder_head != "classifier":
+        routes = tuple(r for r in routes if r != "/v1/classify")
+    return routes
 
 
 class ModelHost:
@@ -117,11 +127,9 @@ class ModelHost:
             )
         if route is not None:
             family = loaded.model.config.family
-            allowed = FAMILY_ROUTES.get(family, ())
-            if route == "/v1/classify" and loaded.model.config.encoder_head != "classifier":
-                allowed = ()
+            allowed = served_routes(loaded.model.config)
             if route not in allowed:
-                serves = ", ".join(FAMILY_ROUTES.get(family, ())) or "nothing"
+                serves = ", ".join(allowed) or "nothing"
                 headless = route == "/v1/classify" and family == "encoder"
                 raise APIError(
                     404,

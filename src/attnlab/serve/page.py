@@ -14,7 +14,6 @@ from fastapi.responses import HTMLResponse, Response
 from attnlab.inspect.html import attention_script, attention_style
 
 STATIC = Path(__file__).parent / "static"
-OPEN_PREFIXES = ("/static/",)  # with "/": served without the API key
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
