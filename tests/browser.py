@@ -4,7 +4,7 @@ downloads a browser of its own here. Missing browser or package: the test is ski
 the reason, and fails under ``CI=true`` (``tests/required.py``; ``.ci/run`` installs
 Chromium first).
 
-Use the ``browser`` fixture (tests/conftest.py: one browser for the whole session) and open
+Use the ``browser`` fixture (tests/conftest.py: one browser per test module) and open
 a page with ``browser.new_page()``.
 """
 
