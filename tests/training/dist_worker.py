@@ -1,7 +1,7 @@
 """One process of the distributed tests (tests/training/test_distributed.py), started by
 torchrun through ``attnlab.training.distributed.launch``: trains each run of the JSON spec
-given as its argument, in order, with the one Trainer. A run may stop early (``until_step``)
-or make one rank raise at its n-th batch draw (``fail``)."""
+given as its argument, in order, with the one Trainer. A run may stop early (``until_step``),
+make one rank raise at its n-th batch draw (``fail``), or resume a run folder (``resume``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from attnlab.training import TrainConfig, distributed, new_run
+from attnlab.training import TrainConfig, distributed, new_run, resume_run
 
 
 def main(spec_path: str) -> None:
@@ -20,6 +20,9 @@ def main(spec_path: str) -> None:
     torch.set_num_threads(1)
     with distributed.rank_failures(ctx):
         for run in runs:
+            if "resume" in run:
+                resume_run(run["resume"]).train()
+                continue
             trainer = new_run(TrainConfig(**run["config"]))
             fail = run.get("fail")
             if fail is not None and ctx.rank == fail["rank"]:

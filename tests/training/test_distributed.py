@@ -114,6 +114,9 @@ def two_process_runs(tmp_path_factory) -> Path:
     """One torchrun of 2 processes training every distributed run of these tests."""
     root = tmp_path_factory.mktemp("dist")
     _write_data(root)
+    with pytest.MonkeyPatch.context() as patch:  # a one-process run that DDP resumes below
+        patch.setenv("ATTNLAB_CACHE", str(root / "cache"))
+        new_run(TrainConfig(**_lm(root, "lm-one-then-ddp"))).train(until_step=2)
     runs = [
         {"config": _lm(root, "lm-ddp")},
         {"config": _lm(root, "lm-fsdp", parallel="fsdp")},
@@ -122,6 +125,7 @@ def two_process_runs(tmp_path_factory) -> Path:
         # 2 micro-batches of 4 (2 per rank), the gradient reduced after the second only
         {"config": _lm(root, "lm-accum", batch_size=4, grad_accum_steps=2)},
         {"config": _lm(root, "lm-stop", parallel="fsdp"), "until_step": 2},
+        {"resume": str(root / "lm-one-then-ddp")},
     ]
     _launch(root, runs, "runs")
     return root
@@ -186,6 +190,12 @@ def test_saved_at_two_processes_resumes_in_one(two_process_runs, monkeypatch) ->
     trainer.train()
     reference = _one_process(root, _lm(root, "x"), monkeypatch, "lm-one-uninterrupted")
     _assert_same_training(reference, run)
+
+
+def test_saved_by_one_process_resumes_under_ddp(two_process_runs, monkeypatch) -> None:
+    root = two_process_runs
+    reference = _one_process(root, _lm(root, "x"), monkeypatch, "lm-one-whole")
+    _assert_same_training(reference, root / "lm-one-then-ddp")
 
 
 def test_a_failing_rank_stops_the_run_and_is_named(tmp_path) -> None:

@@ -146,6 +146,7 @@ def shutdown() -> None:
     """Leave the process group (at the end of a run)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _control.clear()
 
 
 def device_for(ctx: DistContext, device: torch.device) -> torch.device:
@@ -161,7 +162,7 @@ def broadcast_object(value: Any, ctx: DistContext, src: int = 0) -> Any:
     if not ctx.enabled:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=src)
+    dist.broadcast_object_list(box, src=src, group=_control_group())
     return box[0]
 
 
@@ -174,13 +175,27 @@ def all_reduce_sum(tensor: Tensor, ctx: DistContext) -> Tensor:
     return out
 
 
-def agree_max(value: int, ctx: DistContext, device: torch.device) -> int:
+_control: list[Any] = []  # the gloo group of host-side decisions under nccl (made once)
+
+
+def _control_group() -> Any:
+    """The process group for small host-side collectives: the default one under gloo; under
+    nccl a gloo group beside it (created once, by every rank at the same call), so that a
+    decision taken each step never waits for the GPU."""
+    if dist.get_backend() == "gloo":
+        return None
+    if not _control:
+        _control.append(dist.new_group(backend="gloo"))
+    return _control[0]
+
+
+def agree_max(value: int, ctx: DistContext) -> int:
     """The largest of the ranks' ``value``s (e.g. a stop decision: once one rank stops,
-    all do, at the same step)."""
+    all do, at the same step); on the host, without a device sync."""
     if not ctx.enabled:
         return value
-    t = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_control_group())
     return int(t.item())
 
 

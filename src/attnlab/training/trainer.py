@@ -564,7 +564,7 @@ class Trainer:
         if not self.dist.enabled:
             return reason
         reasons = (None, "until_step", "max_steps", "max_time", "interrupted")
-        return reasons[agree_max(reasons.index(reason), self.dist, self.device)]
+        return reasons[agree_max(reasons.index(reason), self.dist)]
 
     def _local_stop_reason(self, until_step: int | None) -> str | None:
         if self._signal is not None:
