@@ -782,6 +782,11 @@ class Trainer:
         )
 
 
+def _mfu_text(record: dict[str, Any], separator: str = " ") -> str:
+    """`` mfu 12.3%`` when the record has the model FLOPs utilisation, else nothing."""
+    return f"{separator} mfu {100 * record['mfu']:.1f}%" if "mfu" in record else ""
+
+
 class _ProgressBar:
     """A rich progress bar (loss, tokens/s, ETA) or, when disabled, log lines. When the
     output is not a terminal (piped, redirected) there is no bar: plain, unwrapped log lines,
@@ -825,7 +830,7 @@ class _ProgressBar:
         eta = t.train_time * (1 - fraction) / fraction if fraction > 0 else float("nan")
         status = (
             f"{t._budget_position()}  loss {record['loss']:.4f}  "
-            f"{record['tokens_per_s']:,.0f} tok/s  ETA {eta:.0f}s"
+            f"{record['tokens_per_s']:,.0f} tok/s{_mfu_text(record)}  ETA {eta:.0f}s"
         )
         if t.last_val is not None:
             status += f"  val {t.last_val['loss']:.4f}"
@@ -839,11 +844,12 @@ class _ProgressBar:
         if tenths > self.tenths:
             self.tenths = tenths
             _log.info(
-                "step %d (%d%%): loss %.4f, %s tok/s",
+                "step %d (%d%%): loss %.4f, %s tok/s%s",
                 self.trainer.step,
                 10 * tenths,
                 record["loss"],
                 f"{record['tokens_per_s']:,.0f}",
+                _mfu_text(record, ","),
             )
 
     def report(self, metrics: dict[str, float]) -> None:
