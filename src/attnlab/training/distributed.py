@@ -27,9 +27,11 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -397,15 +399,36 @@ def torchrun_command(nproc: int, target: Sequence[str], extra: Sequence[str] = (
 
 
 def launch(nproc: int, target: Sequence[str], *, env: dict[str, str] | None = None) -> int:
-    """Run ``target`` in ``nproc`` processes under torchrun and wait; returns 0, or raises
-    ``DistributedRunError`` naming the first rank that failed and its error (the others
-    were stopped by torchrun, or failed after it)."""
+    """Run ``target`` in ``nproc`` processes under torchrun and wait; returns 0 (130 when
+    Ctrl-C or SIGTERM stopped it and no rank failed: the ranks saved a checkpoint), or
+    raises ``DistributedRunError`` naming the first rank that failed and its error (the
+    others were stopped by torchrun, or failed after it)."""
+    signals: list[int] = []
     with tempfile.TemporaryDirectory(prefix="attnlab-ranks-") as errors:
         run_env = {**os.environ, **(env or {}), ERROR_DIR_ENV: errors}
-        code = subprocess.run(torchrun_command(nproc, target), env=run_env).returncode
+        process = subprocess.Popen(torchrun_command(nproc, target), env=run_env)
+
+        def forward(signum: int, frame: Any) -> None:
+            signals.append(signum)
+            if signum == signal.SIGTERM:  # Ctrl-C reaches torchrun itself (same group)
+                process.send_signal(signum)
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = (
+            {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+            if main_thread
+            else {}
+        )
+        try:
+            code = process.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         if code == 0:
             return 0
         failure = first_failure(Path(errors))
+    if failure is None and signals:
+        return 130
     if failure is None:
         raise DistributedRunError(f"torchrun exited with status {code}; no rank reported why")
     raise DistributedRunError(failure)

@@ -86,6 +86,7 @@ __all__ = ["METRICS_FILE", "TRAIN_CONFIG_FILE", "TrainResult", "Trainer", "Train
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_CONFIG_FILE = "train_config.json"
+_REPEATED_SIGNAL_S = 2.0  # distributed: a second signal this soon is the same Ctrl-C
 RISING_EVALS = 3  # validation loss rising this many evaluations in a row: a warning
 _STATE_FORMAT = 1
 _log = logging.getLogger(__name__)
@@ -596,10 +597,15 @@ class Trainer:
             yield
             return
 
+        first = [0.0]  # when the first signal came
+
         def handler(signum: int, frame: Any) -> None:
             if self._signal is not None:
+                # under torchrun a Ctrl-C arrives twice: from the terminal and forwarded
+                if self.dist.enabled and time.monotonic() - first[0] < _REPEATED_SIGNAL_S:
+                    return
                 raise KeyboardInterrupt
-            self._signal = signum
+            self._signal, first[0] = signum, time.monotonic()
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
