@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,6 +128,8 @@ def two_process_runs(tmp_path_factory) -> Path:
         {"config": _lm(root, "lm-accum", batch_size=4, grad_accum_steps=2)},
         {"config": _lm(root, "lm-stop", parallel="fsdp"), "until_step": 2},
         {"resume": str(root / "lm-one-then-ddp")},
+        {"config": _lm(root, "lm-fsdp-twice", parallel="fsdp"), "until_step": 2},
+        {"resume": str(root / "lm-fsdp-twice")},
     ]
     _launch(root, runs, "runs")
     return root
@@ -198,6 +202,12 @@ def test_saved_by_one_process_resumes_under_ddp(two_process_runs, monkeypatch) -
     _assert_same_training(reference, root / "lm-one-then-ddp")
 
 
+def test_fsdp_resumes_its_own_shards_exactly(two_process_runs, monkeypatch) -> None:
+    root = two_process_runs
+    reference = _one_process(root, _lm(root, "x"), monkeypatch, "lm-one-fsdp-twice")
+    _assert_same_training(reference, root / "lm-fsdp-twice")
+
+
 def test_a_failing_rank_stops_the_run_and_is_named(tmp_path) -> None:
     _write_data(tmp_path)
     # rank 1 raises at its 3rd batch, in step 3, after the checkpoint of step 2
@@ -212,3 +222,24 @@ def test_a_failing_rank_stops_the_run_and_is_named(tmp_path) -> None:
     assert load_pretrained(run).model is not None
     records = _train_records(run)
     assert max(records) <= 2  # nothing logged by the failed step
+
+
+def test_the_train_verb_relaunches_itself_and_names_the_failing_rank(tmp_path) -> None:
+    """``attnlab train --nproc 2`` runs the same command under torchrun; a setting that two
+    processes cannot train fails on the ranks, and the command says which and why."""
+    _write_data(tmp_path)
+    command = [sys.executable, "-m", "attnlab.cli", "train", "--nproc", "2"]
+    command += ["--data", str(tmp_path / "tiny.txt"), "--out_dir", str(tmp_path / "run")]
+    command += ["--adversarial_eps", "0.1", "--max_steps", "2", "--d_model", "32"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "ATTNLAB_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("attnlab train: error: rank "), done.stderr[-2000:]
+    assert "failed: ValueError: --nproc/torchrun with 2 processes: adversarial_eps" in last
+    assert not (tmp_path / "run" / "checkpoint.json").exists()

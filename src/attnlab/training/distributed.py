@@ -129,6 +129,11 @@ def init_from_env(device: str = "auto") -> DistContext:
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"process {local_rank} of this machine has no GPU of its own: it has "
+                f"{torch.cuda.device_count()}; start at most that many processes per node"
+            )
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo")
     ctx = current()
