@@ -124,7 +124,7 @@ def init_from_env(device: str = "auto") -> DistContext:
     trains on CUDA (each process on GPU ``LOCAL_RANK``), else gloo. A world of one process
     starts no group. Other ranks than 0 are quietened (``quiet_other_ranks``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or (dist.is_initialized()):
+    if world <= 1 or dist.is_initialized():
         return current()
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
