@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_thread_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # train --nproc relaunches it
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if not getattr(args, "run", None):
         parser.print_help()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
 import sys
 import types
@@ -28,6 +29,7 @@ Examples:
   attnlab train shakespeare-char --device cuda    # nanoGPT's baby GPT
   attnlab train --data my_text.txt --max-time 300 # your own text (a .txt file or folder)
   attnlab train --resume runs/shakespeare-cpu --max-steps 8000
+  attnlab train --nproc 2 --parallel fsdp         # 2 processes through torchrun (FSDP2)
 Resuming: --max-steps and --max-time count from the start of the run (max_time: seconds of
 training over all resumes; evaluation, saving and the first step, which compiles with
 --compile, do not count). A budget you pass replaces the saved one; a saved budget you do not
@@ -204,6 +206,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "another run, which it overwrites)",
     )
     parser.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train in N processes on this machine: runs this command under torchrun "
+        "(python -m torch.distributed.run --standalone --nproc_per_node N); batch_size is the "
+        "global batch, split between them (--parallel ddp or fsdp)",
+    )
+    parser.add_argument(
         "--sample",
         type=int,
         default=300,
@@ -277,7 +288,45 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         return TrainConfig.from_dict(values)
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus its ``--nproc N`` (what each torchrun process runs)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    from attnlab.training import distributed
+
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None and nproc < 1:
+        raise ValueError(f"--nproc {nproc} must be at least 1")
+    torchrun = distributed.launched_by_torchrun()
+    if nproc is not None and nproc > 1 and not torchrun:
+        build_config(args)  # a bad option fails here, once, not in every process
+        target = ["-m", "attnlab.cli", *_without_nproc(args.argv)]
+        try:
+            return distributed.launch(nproc, target)
+        except distributed.DistributedRunError as err:
+            print(f"attnlab train: error: {err}", file=sys.stderr)
+            return 1
+    if not torchrun or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _run(args)
+    ctx = distributed.init_from_env(build_config(args).device)
+    try:
+        with distributed.rank_failures(ctx, prefix="attnlab train: error: "):
+            return _run(args)
+    except Exception:
+        return 1  # rank_failures said which rank failed and why
+
+
+def _run(args: argparse.Namespace) -> int:
     from attnlab.checkpoint import BEST_DIR, CheckpointWriteError
     from attnlab.tasks.protocol import describe_details, describe_metrics
     from attnlab.training import TrainingDivergedError, new_run, resume_run
@@ -328,8 +377,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"checkpoint: {trainer.out_dir}")
     if result.stop_reason == "interrupted":
         return 130
+    if not trainer.dist.is_main:  # rank 0 samples, from the run folder's whole weights
+        return 0
     if args.sample > 0 and config.task == "lm" and trainer.tokenizer is not None:
-        model, which = _sample_weights(trainer.model, trainer.out_dir, result.step)
+        model = trainer.model
+        if trainer.dist.enabled:  # the trained module is wrapped or sharded
+            from attnlab.checkpoint import load_pretrained
+
+            model = load_pretrained(trainer.out_dir, device=trainer.device).model
+        model, which = _sample_weights(model, trainer.out_dir, result.step)
         print(f"--- sample of {which}: {args.sample} tokens, temperature 0.8, top-k 40 ---")
         print(sample_text(model, trainer.tokenizer, args.sample, seed=config.seed))
     return 0

@@ -81,6 +81,7 @@ class TrainConfig(_JsonConfig):
     fused_attention: bool | None = None  # PyTorch's fused attention; None: speed's choice
     keep_host_memory: bool | None = None  # glibc malloc keeps freed memory; None: on for CPU
     num_threads: int | None = None  # torch.set_num_threads for this run; None: leave as is
+    parallel: str = "ddp"  # more than one process: ddp (replicas) or fsdp (FSDP2 shards)
     # optimisation
     batch_size: int = 32  # sequences per micro-batch
     grad_accum_steps: int = 1  # micro-batches per optimizer step
@@ -169,6 +170,7 @@ class TrainConfig(_JsonConfig):
         _check_range("beta1", self.beta1, 0.0, 0.999999)
         _check_range("beta2", self.beta2, 0.0, 0.999999)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("parallel", self.parallel, ("ddp", "fsdp"))
         _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         if not 0.0 < self.decay_fraction <= 1.0:
             raise ValueError(f"decay_fraction={self.decay_fraction!r} must lie in (0, 1]")

@@ -15,7 +15,8 @@ A task is any object with these three methods (structural typing; subclassing is
     trainer moves them to the model's device. Examples: decoder LM ``{"input_ids",
     "targets"}``; encoder classifier ``{"input_ids", "attention_mask", "labels"}``;
     encoder-decoder ``{"source_ids", "target_ids", "source_mask", "target_mask",
-    "targets"}``.
+    "targets"}``. Every tensor holds the examples along its first dimension: under torchrun
+    each rank draws the same batch and keeps its own rows (``attnlab.training.distributed``).
 
 ``evaluate(model) -> dict[str, float]``
     Metrics over the WHOLE validation split (not a sample). Must contain ``"loss"``: the mean

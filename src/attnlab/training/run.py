@@ -22,6 +22,7 @@ from attnlab.config.fast import fast_budget
 from attnlab.config.train import RESUME_LOCKED_KEYS, TrainConfig
 from attnlab.models import build_model
 from attnlab.tasks.registry import build_task
+from attnlab.training.distributed import broadcast_object, current
 from attnlab.training.trainer import TRAIN_CONFIG_FILE, Trainer
 
 __all__ = ["NO_STEP_LIMIT", "load_run_config", "new_run", "resolve_out_dir", "resume_run"]
@@ -67,7 +68,8 @@ def new_run(config: TrainConfig, *, force: bool = False) -> Trainer:
     """A Trainer for a fresh run of ``config`` (the model initialised from ``config.seed``);
     ``force``: in ``config.out_dir`` even when it is not empty (see ``resolve_out_dir``)."""
     config = fast_budget(config)  # ATTNLAB_FAST=1: a smoke-test budget (tests only)
-    out_dir = resolve_out_dir(config, force=force)
+    ctx = current()  # under torchrun rank 0 picks the folder, for all
+    out_dir = broadcast_object(resolve_out_dir(config, force=force) if ctx.is_main else None, ctx)
     setup = build_task(config)
     torch.manual_seed(config.seed)  # the model's initial weights (and dropout) follow the seed
     model = build_model(setup.model_config)

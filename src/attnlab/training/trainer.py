@@ -6,6 +6,12 @@ unit with signals held (``attnlab.checkpoint.write_checkpoint``: latest at the t
 folder, best by validation loss in ``best/``; with ``ema_decay`` the evaluations and
 ``best/`` use a moving average of the weights), exact resume from the last complete
 checkpoint, a checkpoint on Ctrl-C/SIGTERM, and a stop without saving on a NaN/inf loss.
+
+Under torchrun (more than one process) the same loop runs on every rank, calling into
+``attnlab.training.distributed`` for what differs: the wrapped model (DDP or FSDP2), each
+rank's share of every global batch, gradient synchronisation on the last micro-step only,
+losses averaged over ranks, one stop decision for all, sharded checkpoints beside the run
+folder's files (written by rank 0, which alone logs, writes metrics and shows progress).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from attnlab.atomic import atomic_write_text
 from attnlab.checkpoint import (
     BEST_DIR,
     STATE_FILE,
+    CheckpointWriteError,
     find_checkpoint,
     load_state,
     load_weights,
@@ -41,13 +48,32 @@ from attnlab.checkpoint import (
 from attnlab.config.train import TrainConfig
 from attnlab.data.prefetch import prefetch
 from attnlab.evaluation.metrics import loss_metrics
-from attnlab.models import TransformerModel
+from attnlab.models import TransformerModel, build_model
 from attnlab.runtime.compile import maybe_compile
 from attnlab.runtime.signals import deferred_signals
 from attnlab.tasks.protocol import Task, describe_metrics
 from attnlab.tokenizers import Tokenizer
 from attnlab.training.adversarial import EmbeddingAdversary
+from attnlab.training.distributed import (
+    SHARDED_DIR,
+    DistContext,
+    agree_max,
+    all_reduce_sum,
+    batch_description,
+    broadcast_object,
+    device_for,
+    full_state_dict,
+    gradient_sync,
+    load_sharded,
+    local_value,
+    save_sharded,
+    shard_batch,
+    unsupported,
+    wrap,
+)
+from attnlab.training.distributed import current as current_context
 from attnlab.training.ema import WeightEMA
+from attnlab.training.mfu import peak_flops
 from attnlab.training.optim import build_optimizer, freeze_parameters, lr_at
 from attnlab.training.speed import (
     SpeedSettings,
@@ -60,6 +86,7 @@ __all__ = ["METRICS_FILE", "TRAIN_CONFIG_FILE", "TrainResult", "Trainer", "Train
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_CONFIG_FILE = "train_config.json"
+_REPEATED_SIGNAL_S = 2.0  # distributed: a second signal this soon is the same Ctrl-C
 RISING_EVALS = 3  # validation loss rising this many evaluations in a row: a warning
 _STATE_FORMAT = 1
 _log = logging.getLogger(__name__)
@@ -74,8 +101,9 @@ class _Drawn:
     """What the batch thread knows about a batch besides its tensors (not moved to the
     device): its real-token count and the sampling generator's state after drawing it."""
 
-    tokens: int
+    tokens: int  # of the whole global batch (all ranks)
     generator_state: torch.Tensor
+    loss_weight: float = 1.0  # this rank's share (distributed.shard_batch)
 
 
 @dataclass
@@ -114,7 +142,11 @@ class Trainer:
         target_tokenizer: Tokenizer | None = None,
     ) -> None:
         self.config = config
-        self.device = resolve_device(config.device)
+        self.dist: DistContext = current_context()
+        self.device = device_for(self.dist, resolve_device(config.device))
+        why_not = unsupported(self.dist, config.parallel, config)
+        if why_not is not None:
+            raise ValueError(f"--nproc/torchrun with {self.dist.world_size} processes: {why_not}")
         self.model = model.to(self.device)
         self.task = task
         self.out_dir = Path(out_dir)
@@ -134,11 +166,21 @@ class Trainer:
         if config.adversarial_eps:  # say why compile is off
             reasons = {**dict(self.speed.reasons), "compile": "adversarial training runs eagerly"}
             self.speed = dataclasses.replace(self.speed, reasons=tuple(reasons.items()))
+        if self.sharded and self.speed.compile:  # say why compile is off
+            reasons = {**dict(self.speed.reasons), "compile": "off under fsdp (eager FSDP2)"}
+            self.speed = dataclasses.replace(
+                self.speed, compile=False, reasons=tuple(reasons.items())
+            )
 
         configure_model(self.model, self.speed)  # attention backend, host memory
         if config.freeze_patterns:
             frozen = freeze_parameters(self.model, config.freeze_patterns)
             _log.info("freeze %s: %d parameters held fixed", config.freeze, frozen)
+        # the module the step calls (DDP around the model, or the model sharded in place);
+        # the optimizer is built after it, on the (sharded) parameters
+        self.wrapped = wrap(
+            self.model, self.dist, config.parallel, bf16=bool(self.speed.bf16), device=self.device
+        )
         self.optimizer = build_optimizer(
             self.model,
             config.lr,
@@ -174,15 +216,22 @@ class Trainer:
         self._batches: Iterator[tuple[dict[str, torch.Tensor], _Drawn]] | None = None
         self._consumed_state: torch.Tensor | None = None  # generator after the last used batch
         self._pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+        self._last_norm: float | None = None  # gradient norm of the last checked step
         # (mean training loss since the previous evaluation, validation loss) per evaluation
         # of this call to train, for the overfitting warning
         self._train_loss_sum, self._train_loss_count = 0.0, 0
         self._val_history: list[tuple[float | None, float]] = []
         self.warning: str | None = None  # a warning of the last evaluation, not yet shown
 
+    @property
+    def sharded(self) -> bool:
+        """True when the parameters are FSDP2 shards (more than one process, fsdp)."""
+        return self.dist.enabled and self.config.parallel == "fsdp"
+
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything besides the weights that an exact resume needs."""
+        """Everything besides the weights that an exact resume needs (in a distributed run
+        the optimizer's state is in the sharded checkpoint, ``SHARDED_DIR``, instead)."""
         state: dict[str, Any] = {
             "format": _STATE_FORMAT,
             "step": self.step,
@@ -194,7 +243,7 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "best_val_loss": self.best_val_loss,
             "schedule_start": self.schedule_start,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if self.dist.enabled else self.optimizer.state_dict(),
             "generator": self._generator_state(),
             "torch_rng": torch.get_rng_state(),
             "tokenizer": "" if self.tokenizer is None else self.tokenizer.fingerprint(),
@@ -215,23 +264,69 @@ class Trainer:
         """Write the latest weights and state (and ``best/`` when ``best``) as one unit
         (``attnlab.checkpoint.write_checkpoint``), with SIGINT/SIGTERM held back until it is
         on disk; raises ``CheckpointWriteError`` (the previous checkpoint intact) when the
-        disk is full."""
+        disk is full. In a distributed run every rank calls it (``_save_distributed``)."""
         meta = {"step": str(self.step)}
         tokenizers = {"tokenizer": self.tokenizer, "target_tokenizer": self.target_tokenizer}
         state = self.state_dict()
 
-        def fill(folder: Path) -> None:
-            save_pretrained(folder, self.model, metadata=meta, **tokenizers)
+        def fill(folder: Path, model: TransformerModel, eval_model: TransformerModel) -> None:
+            save_pretrained(folder, model, metadata=meta, **tokenizers)
             save_state(folder / STATE_FILE, state)
             if best:
                 best_meta = {**meta, "val_loss": repr(self.best_val_loss)}
-                save_pretrained(
-                    folder / BEST_DIR, self.eval_model, metadata=best_meta, **tokenizers
-                )
+                save_pretrained(folder / BEST_DIR, eval_model, metadata=best_meta, **tokenizers)
 
+        if self.dist.enabled:
+            self._save_distributed(fill)
+            return
         with deferred_signals():
-            write_checkpoint(self.out_dir, fill, self.step)
+            write_checkpoint(
+                self.out_dir, lambda f: fill(f, self.model, self.eval_model), self.step
+            )
         self.saved_step = self.step
+
+    def _save_distributed(
+        self, fill_files: Callable[[Path, TransformerModel, TransformerModel], None]
+    ) -> None:
+        """``save_checkpoint`` of a distributed run, a collective: rank 0 writes the unit
+        (``write_checkpoint``) and, inside it, tells the others its folder; every rank writes
+        its shards there (``SHARDED_DIR``); rank 0 then writes the run folder's files (whole
+        weights gathered from the shards under FSDP2) and commits; the others learn the
+        outcome, so a failure anywhere leaves the previous checkpoint as it was."""
+        full = full_state_dict(self.model, self.dist)  # FSDP2: gathered on rank 0
+        outcome: str | None = None
+        with deferred_signals():
+            if self.dist.is_main:
+                model = self.model if full is None else self._plain_copy(full)
+                eval_model = self.eval_model if full is None else model
+
+                def fill(folder: Path) -> None:
+                    broadcast_object(("folder", str(folder)), self.dist)
+                    save_sharded(self.model, self.optimizer, folder / SHARDED_DIR)
+                    fill_files(folder, model, eval_model)
+
+                try:
+                    write_checkpoint(self.out_dir, fill, self.step)
+                except CheckpointWriteError as err:
+                    outcome = str(err)
+                broadcast_object(("done", outcome), self.dist)
+            else:
+                kind, value = broadcast_object(None, self.dist)
+                if kind == "folder":
+                    with contextlib.suppress(RuntimeError):  # rank 0 reports the outcome
+                        save_sharded(self.model, self.optimizer, Path(value) / SHARDED_DIR)
+                    kind, value = broadcast_object(None, self.dist)
+                outcome = value
+        if outcome is not None:
+            raise CheckpointWriteError(outcome)
+        self.saved_step = self.step
+
+    def _plain_copy(self, state: dict[str, torch.Tensor]) -> TransformerModel:
+        """A CPU model of this run's architecture holding the gathered ``state`` (for the
+        run folder's ``model.safetensors`` of a sharded run)."""
+        model = build_model(self.model.config)
+        model.load_state_dict(state)
+        return model
 
     def restore(self, state: dict[str, Any] | None = None) -> None:
         """Load the latest complete checkpoint of ``out_dir`` (for ``--resume``); ``state``:
@@ -250,8 +345,16 @@ class Trainer:
                 f"{self.out_dir / 'tokenizer.json'} does not match the tokenizer this run was "
                 "trained with"
             )
-        load_weights(self.model, folder, device=self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if (folder / SHARDED_DIR).is_dir():  # saved by a distributed run: any world size
+            load_sharded(self.model, self.optimizer, folder / SHARDED_DIR)
+        elif self.sharded:
+            raise ValueError(
+                f"{folder} was saved by one process; FSDP2 resumes sharded checkpoints only: "
+                "resume it with --parallel ddp (or in one process)"
+            )
+        else:
+            load_weights(self.model, folder, device=self.device)
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             if "ema" not in state:
                 raise ValueError(
@@ -271,6 +374,8 @@ class Trainer:
         self.best_val_loss = state["best_val_loss"]
         self.schedule_start = state.get("schedule_start")  # absent before budgets could grow
         self.saved_step = self.step
+        if not self.dist.is_main:
+            return
         if folder != self.out_dir:  # a save cut short while its files were being linked
             with deferred_signals():
                 publish_checkpoint(self.out_dir, folder)
@@ -278,6 +383,8 @@ class Trainer:
 
     # -- metrics -------------------------------------------------------------------------
     def _write_metrics(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:  # rank 0 writes for all
+            return
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -369,6 +476,30 @@ class Trainer:
         )
 
     # -- the loop ------------------------------------------------------------------------
+    def describe_batch(self) -> str:
+        """The run log's line: world size, per-rank batch, accumulation, global batch."""
+        return batch_description(self.task, self.config, self.dist, self.config.parallel)
+
+    def _mfu_terms(self) -> tuple[float | None, float | None]:
+        """(training FLOPs per token of the model, peak FLOP/s of one device) for the MFU
+        of the train records, logged once; None where unknown."""
+        estimate = getattr(self.model, "flops_per_token", None)
+        if estimate is None or not self.dist.is_main:
+            return None, None
+        flops = float(estimate(self.config.seq_len, training=True))
+        peak = peak_flops(self.device, bool(self.speed.bf16))
+        if peak is None:
+            _log.info("mfu: no peak FLOP/s known for %s", self.device)
+        else:
+            where = "measured matmul" if self.device.type == "cpu" else "data sheet"
+            _log.info(
+                "mfu: %.3g training FLOPs per token; peak %.3g FLOP/s per device (%s)",
+                flops,
+                peak,
+                where,
+            )
+        return flops, peak
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of this run (bf16 or none), from ``attnlab.training.speed``."""
         return autocast_context(self.device, bool(self.speed.bf16))
@@ -428,6 +559,15 @@ class Trainer:
         return None
 
     def _stop_reason(self, until_step: int | None) -> str | None:
+        """Why the loop stops before the next step (None: it goes on); in a distributed
+        run the ranks agree (a signal or a time budget may reach one rank first)."""
+        reason = self._local_stop_reason(until_step)
+        if not self.dist.enabled:
+            return reason
+        reasons = (None, "until_step", "max_steps", "max_time", "interrupted")
+        return reasons[agree_max(reasons.index(reason), self.dist)]
+
+    def _local_stop_reason(self, until_step: int | None) -> str | None:
         if self._signal is not None:
             return "interrupted"
         if self.step >= self.config.max_steps:
@@ -457,10 +597,15 @@ class Trainer:
             yield
             return
 
+        first = [0.0]  # when the first signal came
+
         def handler(signum: int, frame: Any) -> None:
             if self._signal is not None:
+                # under torchrun a Ctrl-C arrives twice: from the terminal and forwarded
+                if self.dist.enabled and time.monotonic() - first[0] < _REPEATED_SIGNAL_S:
+                    return
                 raise KeyboardInterrupt
-            self._signal = signum
+            self._signal, first[0] = signum, time.monotonic()
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -478,20 +623,26 @@ class Trainer:
         return self.generator.get_state()
 
     def _draw(self) -> Iterator[tuple[dict[str, torch.Tensor], _Drawn]]:
+        """Global batches in the order of the generator (the same on every rank), each cut
+        to this rank's rows with the weight of its loss (``distributed.shard_batch``)."""
         while True:
             batch = self.task.next_batch(self.generator)
-            yield batch, _Drawn(self.task.count_tokens(batch), self.generator.get_state())
+            tokens = self.task.count_tokens(batch)
+            local, weight = shard_batch(batch, self.dist)
+            yield local, _Drawn(tokens, self.generator.get_state(), weight)
 
-    def _next_batch(self) -> tuple[dict[str, torch.Tensor], int]:
-        """The next training batch on the device and its real-token count: from the batch
-        thread while ``train`` runs, else drawn here."""
+    def _next_batch(self) -> tuple[dict[str, torch.Tensor], int, float]:
+        """This rank's part of the next training batch on the device, the global batch's
+        real-token count and the weight of this rank's loss: from the batch thread while
+        ``train`` runs, else drawn here."""
         if self._batches is None:
-            batch = self.task.next_batch(self.generator)
+            batch, drawn = next(self._draw())
             self._consumed_state = None
-            return {k: v.to(self.device) for k, v in batch.items()}, self.task.count_tokens(batch)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            return batch, drawn.tokens, drawn.loss_weight
         batch, drawn = next(self._batches)
         self._consumed_state = drawn.generator_state
-        return batch, drawn.tokens
+        return batch, drawn.tokens, drawn.loss_weight
 
     @contextlib.contextmanager
     def _batch_thread(self) -> Iterator[None]:
@@ -515,7 +666,9 @@ class Trainer:
         if not self._pending:
             return None
         pending, self._pending = self._pending, []
-        losses = torch.stack([loss.float() for _, loss, _ in pending]).cpu().tolist()
+        # each rank holds its weighted share of the mean loss: their sum is the mean
+        stacked = torch.stack([loss.float() for _, loss, _ in pending])
+        losses = all_reduce_sum(stacked, self.dist).cpu().tolist()
         norms: list[float | None] = [None] * len(pending)  # None: no clipping in this run
         if pending[0][2] is not None:
             norms = torch.stack([n.float() for _, _, n in pending]).cpu().tolist()
@@ -526,6 +679,7 @@ class Trainer:
                 self._diverged(f"gradient norm is {norm}", step)
         self._train_loss_sum += sum(losses)
         self._train_loss_count += len(losses)
+        self._last_norm = norms[-1]
         return losses[-1]
 
     def _train_step(self, forward: Callable[..., Any]) -> tuple[torch.Tensor, int]:
@@ -538,21 +692,25 @@ class Trainer:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         loss_sum: torch.Tensor | float = 0.0
         n_tokens = 0
-        for _ in range(c.grad_accum_steps):
-            batch, tokens = self._next_batch()
+        for micro in range(c.grad_accum_steps):
+            batch, tokens, weight = self._next_batch()
             n_tokens += tokens
             recording = self.adversary.record() if self.adversary else contextlib.nullcontext()
-            with self.autocast(), recording:
-                loss = forward(**batch).loss
-            (loss / c.grad_accum_steps).backward()
-            if self.adversary is not None:  # a second pass on adversarial embeddings
-                with self.autocast(), self.adversary.perturb():
-                    adversarial_loss = forward(**batch).loss
-                (adversarial_loss / c.grad_accum_steps).backward()
-            loss_sum = loss_sum + loss.detach()
+            last = micro == c.grad_accum_steps - 1  # ranks reduce gradients only then
+            with gradient_sync(self.wrapped, last):
+                with self.autocast(), recording:
+                    loss = forward(**batch).loss
+                (loss * weight / c.grad_accum_steps).backward()
+                if self.adversary is not None:  # a second pass on adversarial embeddings
+                    with self.autocast(), self.adversary.perturb():
+                        adversarial_loss = forward(**batch).loss
+                    (adversarial_loss / c.grad_accum_steps).backward()
+            # this rank's share of the step's mean loss (summed over ranks when read)
+            loss_sum = loss_sum + loss.detach() * (weight / self.dist.world_size)
         norm = None
         if c.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            norm = local_value(norm)  # FSDP2: the norm of the whole gradient
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
@@ -571,17 +729,21 @@ class Trainer:
         if c.num_threads is not None:
             torch.set_num_threads(c.num_threads)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out_dir / TRAIN_CONFIG_FILE, c.to_json() + "\n")
-        if self.step == 0:  # a fresh run: no lines of an earlier run in this folder
-            self._truncate_metrics(0)
+        if self.dist.is_main:
+            atomic_write_text(self.out_dir / TRAIN_CONFIG_FILE, c.to_json() + "\n")
+            if self.step == 0:  # a fresh run: no lines of an earlier run in this folder
+                self._truncate_metrics(0)
         _log.debug(self.speed.describe())
-        forward = maybe_compile(self.model, bool(self.speed.compile), self.device)
+        _log.info(self.describe_batch())
+        flops_per_token, peak = self._mfu_terms()
+        forward = maybe_compile(self.wrapped, bool(self.speed.compile), self.device)
         compiling = bool(self.speed.compile)  # the first step compiles: not in the budget
         self.model.train()
         self._signal = None
         wall_start = self._session_start = time.perf_counter()
         log_start, log_tokens = time.perf_counter(), 0
-        with self._signals(), _ProgressBar(c.progress, self) as bar, self._batch_thread():
+        progress = c.progress and self.dist.is_main  # rank 0 shows progress for all
+        with self._signals(), _ProgressBar(progress, self) as bar, self._batch_thread():
             while (reason := self._stop_reason(until_step)) is None:
                 t0 = time.perf_counter()
                 _, n_tokens = self._train_step(forward)
@@ -603,6 +765,11 @@ class Trainer:
                         "lr": self.optimizer.param_groups[0]["lr"],
                         "tokens_per_s": log_tokens / max(now - log_start, 1e-9),
                     }
+                    if self._last_norm is not None:
+                        record["grad_norm"] = self._last_norm
+                    if flops_per_token and peak:  # all ranks' FLOP/s over all ranks' peak
+                        achieved = flops_per_token * record["tokens_per_s"]
+                        record["mfu"] = achieved / (peak * self.dist.world_size)
                     self._write_metrics(record)
                     bar.update(record)
                     log_start, log_tokens = now, 0
@@ -619,6 +786,11 @@ class Trainer:
         return TrainResult(
             self.step, reason, self.train_time, self.last_val, self.best_val_loss, self.out_dir
         )
+
+
+def _mfu_text(record: dict[str, Any], separator: str = " ") -> str:
+    """`` mfu 12.3%`` when the record has the model FLOPs utilisation, else nothing."""
+    return f"{separator} mfu {100 * record['mfu']:.1f}%" if "mfu" in record else ""
 
 
 class _ProgressBar:
@@ -664,7 +836,7 @@ class _ProgressBar:
         eta = t.train_time * (1 - fraction) / fraction if fraction > 0 else float("nan")
         status = (
             f"{t._budget_position()}  loss {record['loss']:.4f}  "
-            f"{record['tokens_per_s']:,.0f} tok/s  ETA {eta:.0f}s"
+            f"{record['tokens_per_s']:,.0f} tok/s{_mfu_text(record)}  ETA {eta:.0f}s"
         )
         if t.last_val is not None:
             status += f"  val {t.last_val['loss']:.4f}"
@@ -678,11 +850,12 @@ class _ProgressBar:
         if tenths > self.tenths:
             self.tenths = tenths
             _log.info(
-                "step %d (%d%%): loss %.4f, %s tok/s",
+                "step %d (%d%%): loss %.4f, %s tok/s%s",
                 self.trainer.step,
                 10 * tenths,
                 record["loss"],
                 f"{record['tokens_per_s']:,.0f}",
+                _mfu_text(record, ","),
             )
 
     def report(self, metrics: dict[str, float]) -> None:
