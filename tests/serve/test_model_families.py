@@ -115,7 +115,7 @@ def test_attention_of_a_prompt_and_its_generated_completion(decoder) -> None:
     )
     assert got["completion"] == completion.choices[0].text
     [m] = got["maps"]
-    assert m["layers"] == [1] and m["heads"] == [0]
+    assert m["layer_ids"] == [1] and m["head_ids"] == [0]
     n = got["prompt_tokens"] + completion.usage.completion_tokens
     assert torch.tensor(m["weights"]).shape == (1, 1, n, n)
     rows = torch.tensor(m["weights"])[0, 0]
@@ -167,6 +167,26 @@ def test_smollm2_chats_packed_through_the_client(smollm2) -> None:
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == reply.choices[0].message.content
+
+
+def test_ignore_eos_generates_every_asked_token(smollm2) -> None:
+    """vLLM's and llama.cpp's ignore_eos (what bench/serve.py asks of both servers): the
+    reply goes on past the end of its turn, to max_tokens."""
+    ask = dict(
+        model="smollm2",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24,
+        temperature=0,
+    )
+    client = smollm2.client()
+    ended = client.chat.completions.create(**ask)
+    assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens < 24
+    full = client.chat.completions.create(**ask, extra_body={"ignore_eos": True})
+    assert full.choices[0].finish_reason == "length" and full.usage.completion_tokens == 24
+    text = full.choices[0].message.content
+    assert text.startswith(ended.choices[0].message.content)  # greedy: the same start
+    wrong = httpx.post(smollm2.v1 + "/chat/completions", json={**ask, "ignore_eos": "yes"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "ignore_eos"
 
 
 def test_smollm2_seeded_sampling_is_the_same_alone_and_in_a_busy_batch(smollm2) -> None:

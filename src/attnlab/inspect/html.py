@@ -45,9 +45,10 @@ def _json_for_script(value: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _finite_or_none(weights: torch.Tensor) -> list:
-    """Nested lists of the weights rounded to DECIMALS, None where a weight is not finite."""
-    values = weights.detach().float().cpu().round(decimals=DECIMALS)
+def _finite_or_none(weights: torch.Tensor, decimals: int) -> list:
+    """Nested lists of the weights rounded to ``decimals``, None where a weight is not
+    finite."""
+    values = weights.detach().float().cpu().round(decimals=decimals)
     finite = torch.isfinite(values)
     if bool(finite.all()):
         return values.tolist()
@@ -65,10 +66,11 @@ def _inline_script(code: str) -> str:
     return code.replace("</", "<\\/")
 
 
-def attention_page_data(maps: Sequence[AttentionMap]) -> dict:
-    """The JSON object embedded in the page: per map its kind, title, tokens, the model's
-    layer and head numbers, and the (L, H, Tq, Tk) weights as nested lists rounded to
-    ``DECIMALS``, a NaN or infinite weight as None (JSON null: the page draws it hatched)."""
+def attention_page_data(maps: Sequence[AttentionMap], decimals: int = DECIMALS) -> dict:
+    """The JSON object embedded in the page (and answered by ``attnlab serve``'s
+    ``/v1/attention``): per map its kind, title, tokens, the model's layer and head numbers,
+    and the (L, H, Tq, Tk) weights as nested lists rounded to ``decimals``, a NaN or
+    infinite weight as None (JSON null: the page draws it hatched)."""
     return {
         "maps": [
             {
@@ -78,7 +80,7 @@ def attention_page_data(maps: Sequence[AttentionMap]) -> dict:
                 "key_tokens": list(m.key_tokens),
                 "layer_ids": list(m.layer_ids),
                 "head_ids": list(m.head_ids),
-                "weights": _finite_or_none(m.weights),
+                "weights": _finite_or_none(m.weights, decimals),
             }
             for m in maps
         ]

@@ -12,9 +12,11 @@ import torch
 
 from attnlab.checkpoint import LoadedModel
 from attnlab.inspect.attention import AttentionMap, collect_attentions, tokens_for
+from attnlab.inspect.html import attention_page_data
 from attnlab.serve.protocol import get_int, get_str, invalid
 
 DEFAULT_COMPLETION_TOKENS = 16
+WEIGHT_DECIMALS = 6
 
 
 @dataclass
@@ -143,13 +145,7 @@ def _select(amap: AttentionMap, request: AttentionRequest) -> dict[str, Any]:
                 f"{name}s (0..{size - 1})",
                 name,
             )
-    amap = amap.select(request.layer, request.head)
-    return {
-        "kind": amap.kind,
-        "title": amap.title,
-        "query_tokens": amap.query_tokens,
-        "key_tokens": amap.key_tokens,
-        "layers": amap.layer_ids,
-        "heads": amap.head_ids,
-        "weights": torch.round(amap.weights, decimals=6).tolist(),  # [layer][head][query][key]
-    }
+    # the page's own format (attnlab attention --html draws the same): layer_ids, head_ids,
+    # weights [layer][head][query][key], a non-finite weight as null
+    selected = amap.select(request.layer, request.head)
+    return attention_page_data([selected], decimals=WEIGHT_DECIMALS)["maps"][0]

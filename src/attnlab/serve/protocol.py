@@ -225,12 +225,16 @@ class Sampling:
     top_logprobs: int | None  # None: no logprobs
     max_tokens: int | None  # None: what the context leaves
     max_tokens_param: str  # the field the client used, for errors
+    # vLLM's and llama.cpp's extension: generate all max_tokens, past the end of text
+    ignore_eos: bool = False
 
     def for_choice(self, i: int, max_new_tokens: int, eos_ids: list[int]) -> GenerationConfig:
-        """Choice ``i``'s config: seed + i when seeded."""
+        """Choice ``i``'s config: seed + i when seeded; no end-of-text ids with
+        ``ignore_eos``."""
         seed = None if self.config.seed is None else self.config.seed + i
+        eos = [] if self.ignore_eos else list(eos_ids)
         return dataclasses.replace(
-            self.config, max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=list(eos_ids)
+            self.config, max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=eos
         )
 
 
@@ -290,7 +294,8 @@ def parse_sampling(body: dict, *, chat: bool) -> Sampling:
         stop_strings=get_stop(body),
         seed=seed,
     )
-    return Sampling(config, n, stream, include_usage, top_logprobs, max_tokens, param)
+    ignore_eos = get_bool(body, "ignore_eos", False)
+    return Sampling(config, n, stream, include_usage, top_logprobs, max_tokens, param, ignore_eos)
 
 
 def message_text(body: dict) -> list[dict[str, str]]:

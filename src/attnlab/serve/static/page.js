@@ -82,22 +82,11 @@
   }
 
   // -- attention ------------------------------------------------------------------------
-  // the API's maps carry "layers"/"heads"; the view reads "layer_ids"/"head_ids"
-  function viewData(payload) {
-    return {
-      maps: payload.maps.map(function (m) {
-        return {
-          kind: m.kind, title: m.title, query_tokens: m.query_tokens, key_tokens: m.key_tokens,
-          layer_ids: m.layer_ids || m.layers, head_ids: m.head_ids || m.heads, weights: m.weights,
-        };
-      }),
-    };
-  }
   async function showAttention(body, kind) {
     clearError();
     try {
       var payload = await (await api("/v1/attention", body)).json();
-      var view = AttnView.mount($("attention-view"), viewData(payload));
+      var view = AttnView.mount($("attention-view"), payload);  // the view's own format
       if (kind !== undefined) {
         var index = payload.maps.findIndex(function (m) { return m.kind === kind; });
         if (index > 0) { view.select(index, 0, 0); }
