@@ -227,7 +227,10 @@ assert bias[0, 10, 4].item() == -slopes[0].item() * 6
 # a key change with the distance between them, when the tokens themselves are the same?
 # Sinusoidal and learned positions shape it indirectly (the dot products of the position
 # vectors, which the model's projections may use or ignore); RoPE builds the distance into
-# every query-key product; ALiBi imposes a straight line per head.
+# every query-key product; ALiBi imposes a straight line per head. Two of the curves
+# coincide, and not by chance: with identical query and key, RoPE's score is the average
+# of `cos(k x frequency)` over its frequencies, and so is the dot product of two
+# sinusoidal vectors `k` apart. RoPE rotates by the very angles of the paper's waves.
 
 # %%
 from attnlab.inspect import learned_table  # noqa: E402
@@ -252,6 +255,7 @@ for ax in axes:
     ax.set_xlabel("distance k")
     ax.grid(alpha=0.3)
 plt.show()
+assert torch.allclose(sinusoid_score(0) / 32, rope.score[:40], atol=1e-4)  # the same curve
 # all four favour nearby tokens: each curve is higher at distance 1 than at distance 30
 assert sinusoid_score(0)[1] > sinusoid_score(0)[30]
 assert learned_by_distance[1] > learned_by_distance[30]

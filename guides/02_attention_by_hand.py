@@ -189,7 +189,8 @@ print("hand-made = attnlab = torch.nn.MultiheadAttention (within 1e-5)")
 # attnlab's masks are boolean with True meaning "may attend" (`attnlab.nn.masks`).
 # PyTorch's `MultiheadAttention` uses the opposite: True means "blocked". Below you will
 # see, for a batch of two sentences (the second padded with `[PAD]` to the first one's
-# length), the causal mask, and head 2's weights with causal and padding masks together.
+# length), the causal mask, and head 0's weights (a head that spreads its attention) with
+# causal and padding masks together: nothing above the diagonal, nothing on `[PAD]` keys.
 
 # %%
 from attnlab.data import pad_sequences  # noqa: E402
@@ -213,10 +214,10 @@ fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
 axes[0].imshow(causal_mask(T), cmap="gray")
 axes[0].set_title("causal mask (white: may attend)")
 for ax, row, labels in ((axes[1], 0, tokens), (axes[2], 1, short_tokens)):
-    ax.imshow(masked.weights[row, head], cmap="viridis")
+    ax.imshow(masked.weights[row, 0], cmap="viridis")
     ax.set_xticks(range(T), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(T), labels, fontsize=7)
-    ax.set_title(f"sentence {row + 1}, head {head}: causal + padding")
+    ax.set_title(f"sentence {row + 1}, head 0: causal + padding")
 plt.show()
 
 w = masked.weights  # (2, H, T, T)
