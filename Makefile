@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 setup: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench guides
+	$(VENV)/bin/ruff format --check src tests bench guides
 	$(VENV)/bin/lint-imports  # the layers in pyproject.toml: imports only go down, no cycles
 
 test: lint

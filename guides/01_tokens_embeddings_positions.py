@@ -64,6 +64,7 @@ bpe = train_bpe_tokenizer(corpus, vocab_size=1000)
 bpe_ids = bpe.encode(sentence)
 print(len(bpe_ids), "BPE tokens:", [bpe.decode([i]) for i in bpe_ids])
 assert bpe.decode(bpe_ids) == sentence
+assert bpe.vocab_size == 1000
 assert len(bpe_ids) < len(char_ids) / 2
 
 # %% [markdown]

@@ -40,6 +40,9 @@ smollm = attnlab.from_pretrained("smollm2")
 minilm = attnlab.from_pretrained("minilm")
 lm, tokenizer = smollm.model, smollm.tokenizer
 print(f"SmolLM2: {lm.num_parameters():,} parameters; MiniLM: {minilm.model.num_parameters():,}")
+c = lm.config
+assert (c.n_layers, c.n_heads, c.n_kv_heads, c.positional, c.norm) == (30, 9, 3, "rope", "rmsnorm")
+assert (minilm.model.config.n_layers, minilm.model.config.n_heads) == (6, 12)
 
 
 def draw(amap, layers, heads, title):
@@ -175,6 +178,7 @@ from attnlab.generation import top_k_filter, top_p_filter  # noqa: E402
 with torch.no_grad():
     next_logits = lm(prompt).logits[:, -1]  # (1, V)
 probs = next_logits.softmax(-1)
+assert next_logits.shape[-1] == 49152
 kept_k = top_k_filter(next_logits, 50).isfinite()
 kept_p = top_p_filter(next_logits, 0.9).isfinite()
 mass = probs[kept_p].sum().item()
