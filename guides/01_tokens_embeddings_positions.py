@@ -158,6 +158,7 @@ import attnlab  # noqa: E402
 from attnlab.inspect import learned_similarity  # noqa: E402
 
 minilm = attnlab.from_pretrained("minilm")
+assert minilm.model.config.max_seq_len == 512
 similarity = learned_similarity(minilm.model, 64)  # (64, 64)
 fig, ax = plt.subplots(figsize=(5, 4))
 image = ax.imshow(similarity, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower")

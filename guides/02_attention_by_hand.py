@@ -77,6 +77,7 @@ head = 2
 cols = slice(head * Dh, (head + 1) * Dh)
 q3, k3, v3 = q[:, cols], k[:, cols], v[:, cols]  # (T, Dh) each
 print(f"{H} heads of width {Dh}; head {head}: q {tuple(q3.shape)}")
+assert (H, Dh) == (12, 32)
 
 # %% [markdown]
 # ## Scores, scaling, softmax, weighted sum

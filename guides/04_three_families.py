@@ -41,6 +41,7 @@ from attnlab.data import random_windows, read_text, split_tokens
 from attnlab.generation import GenerationConfig, generate
 
 FAST = fast_mode()
+BATCH = 32 if FAST else 64  # sequences per training step
 torch.manual_seed(0)
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -67,8 +68,8 @@ def train_steps(model, batches, steps, lr):
 # `shakespeare-cpu` preset) learns to predict the next character of Tiny Shakespeare. The
 # training target is the input shifted by one: at every position the model is asked for
 # the character that follows, and the causal mask keeps it from looking. Before training
-# the validation loss is about `ln(65) = 4.2` nats; after 400 steps (30 in fast mode) you
-# will see it below 2.3 (3.0 in fast mode).
+# the validation loss is about `ln(vocabulary size)`, 4.2 nats (a uniform guess); after 400
+# steps (30 in fast mode) you will see it below 2.3 (3.0 in fast mode).
 
 # %%
 from attnlab.tokenizers import train_char_tokenizer  # noqa: E402
@@ -95,7 +96,7 @@ val = [random_windows(splits.val, 64, 64, gen) for _ in range(4)]
 
 def lm_batches():
     while True:
-        x, y = random_windows(splits.train, 64, 64, gen)  # (B, T) inputs, next characters
+        x, y = random_windows(splits.train, BATCH, 64, gen)  # (B, T) inputs, next characters
         yield {"input_ids": x, "targets": y}
 
 
@@ -155,8 +156,8 @@ assert similarity[0, 1] > similarity[1, 2] + 0.3
 # logistic regression) on top. This is the encoder family's usual use: the pretrained
 # stack reads, a small head decides. Trained on 2,000 sentences (150 in fast mode), it
 # labels the held-out dev sentences with more than 70% accuracy (60% in fast mode; a coin
-# flip gets 50%). Fine-tuning the whole encoder does better (`attnlab train sst2-minilm`:
-# about 90%, in 20 minutes).
+# flip gets 50%). Fine-tuning the whole encoder does better (`attnlab train sst2-minilm`;
+# measured results in `bench/RESULTS.md`).
 
 # %%
 from attnlab.data import load_classification  # noqa: E402
@@ -187,9 +188,9 @@ assert accuracy > (0.60 if FAST else 0.70)
 # look at the encoder's output (queries from the decoder, keys and values from the
 # encoder). We train a small model (2 + 2 layers, width 128, one byte-level BPE vocabulary
 # shared by both languages) on Multi30k, short image captions. In the time of a guide it
-# learns only a rough translation (attnlab's `multi30k-de-en` preset trains for 55 minutes
-# to reach BLEU 40); the validation loss must fall by more than 2 nats from its start
-# (0.5 in fast mode).
+# learns only a rough translation (attnlab's `multi30k-de-en` preset trains for most of
+# an hour; its BLEU is in `bench/RESULTS.md`). The loss on 64 held-out sentence pairs
+# falls by more than 2 nats from its start (0.5 in fast mode).
 
 # %%
 from attnlab.data import collate_translation, load_parallel  # noqa: E402
@@ -226,7 +227,8 @@ def pair_batch(rows):
 
 def translation_batches():
     while True:
-        yield pair_batch(torch.randint(n_val, len(source_ids), (48,), generator=gen).tolist())
+        rows = torch.randint(n_val, len(source_ids), (BATCH * 3 // 4,), generator=gen)
+        yield pair_batch(rows.tolist())
 
 
 @torch.no_grad()

