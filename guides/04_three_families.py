@@ -238,7 +238,7 @@ def translation_val_loss() -> float:
 
 before = translation_val_loss()
 start = time.perf_counter()
-train_steps(translator, translation_batches(), 20 if FAST else 400, lr=2e-3)
+train_steps(translator, translation_batches(), 20 if FAST else 300, lr=2e-3)
 after = translation_val_loss()
 print(f"val loss {before:.2f} -> {after:.2f} in {time.perf_counter() - start:.0f} s")
 assert after < before - (0.5 if FAST else 2.0)
