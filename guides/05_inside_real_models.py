@@ -47,7 +47,8 @@ assert (minilm.model.config.n_layers, minilm.model.config.n_heads) == (6, 12)
 
 def draw(amap, layers, heads, title):
     """A grid of heatmaps: one row per layer, one column per head."""
-    fig, axes = plt.subplots(len(layers), len(heads), figsize=(3.2 * len(heads), 3.2 * len(layers)))
+    size = (3.2 * len(heads), 3.4 * len(layers))
+    fig, axes = plt.subplots(len(layers), len(heads), figsize=size, layout="constrained")
     n = len(amap.key_tokens)
     for row, layer in enumerate(layers):
         for col, head in enumerate(heads):
