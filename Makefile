@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo guides clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 setup: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench guides
+	$(VENV)/bin/ruff format --check src tests bench guides
 	$(VENV)/bin/lint-imports  # the layers in pyproject.toml: imports only go down, no cycles
 
 test: lint
@@ -32,6 +32,20 @@ test: lint
 # (bench/RESULTS.md, "The main job"), so `attnlab train` typed by hand runs the same.
 demo: $(STAMP)
 	$(PY) -m attnlab.cli train shakespeare-cpu --sample 500
+
+# The guides (guides/*.py, jupytext "percent" notebooks, the source of truth), executed in
+# full mode and written as notebooks and HTML pages with their pictures to build/guides/
+# (about 3 minutes each on 2 CPU cores; `make test` runs them in fast mode).
+guides: $(STAMP)
+	mkdir -p build/guides
+	for guide in guides/[0-9][0-9]_*.py; do \
+	  name=$$(basename $$guide .py); \
+	  $(VENV)/bin/jupytext --quiet --to ipynb --output build/guides/$$name.ipynb $$guide && \
+	  PYTHONPATH=src OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/jupyter nbconvert --to notebook \
+	    --execute --inplace --ExecutePreprocessor.timeout=600 build/guides/$$name.ipynb && \
+	  $(VENV)/bin/jupyter nbconvert --to html build/guides/$$name.ipynb || exit 1; \
+	done
+	@echo "guides: build/guides/*.html"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
