@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -124,6 +125,23 @@ def test_the_cli_sets_the_openmp_wait_policy_before_torch_loads(tmp_path) -> Non
     # the user's own value wins
     active = _openmp_environment(tmp_path, OMP_WAIT_POLICY="active")
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in active and "GOMP_SPINCOUNT = '0'" not in active
+
+
+def test_serve_spins_its_openmp_threads_unless_told_otherwise(monkeypatch) -> None:
+    """``serve`` decodes with hundreds of small kernels a step: sleeping threads woken for
+    each made SmolLM2's steps twice as slow, so it asks for ACTIVE; every other verb PASSIVE;
+    chosen from the verb before anything imports torch."""
+    import pytest
+
+    for words, policy in ((["-v", "serve", "--help"], "ACTIVE"), (["info", "--help"], "PASSIVE")):
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        with pytest.raises(SystemExit):
+            main(words)
+        assert os.environ["OMP_WAIT_POLICY"] == policy
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")  # the user's own value wins
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert os.environ["OMP_WAIT_POLICY"] == "passive"
 
 
 def test_importing_attnlab_and_its_cli_does_not_import_torch() -> None:

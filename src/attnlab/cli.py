@@ -89,19 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
 # Environment the OpenMP runtime reads once, when torch loads it; the user's own value wins.
 # PASSIVE: idle OpenMP threads sleep instead of spinning, which keeps a shared, busy CPU from
 # slowing training several-fold (bench/RESULTS.md, "The main job"), so ``attnlab train``
-# typed by hand runs as fast as ``make demo``.
+# typed by hand runs as fast as ``make demo``. ``serve`` is the exception: its decoding
+# thread runs hundreds of small kernels a step, and waking sleeping threads for each made
+# SmolLM2's steps about twice as slow (bench/RESULTS.md, "Serving"); it spins, as llama.cpp.
 THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+VERB_THREAD_ENVIRONMENT = {"serve": {"OMP_WAIT_POLICY": "ACTIVE"}}
 
 
-def set_thread_environment() -> None:
-    """Set ``THREAD_ENVIRONMENT``'s variables the user has not set. Only effective before
-    torch is imported: ``import attnlab`` and the command modules do not import it."""
-    for name, value in THREAD_ENVIRONMENT.items():
+def set_thread_environment(verb: str | None = None) -> None:
+    """Set the variables of ``THREAD_ENVIRONMENT`` (or of ``verb``'s own) the user has not
+    set. Only effective before torch is imported: ``import attnlab``, the command modules and
+    argument parsing do not import it."""
+    for name, value in VERB_THREAD_ENVIRONMENT.get(verb or "", THREAD_ENVIRONMENT).items():
         os.environ.setdefault(name, value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    set_thread_environment()
+    words = list(sys.argv[1:] if argv is None else argv)
+    # before the parser, which imports some verbs' option types (and so torch)
+    set_thread_environment(next((w for w in words if not w.startswith("-")), None))
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # train --nproc relaunches it

@@ -510,29 +510,32 @@ class BatchScheduler:
 
     # -- scheduler thread ---------------------------------------------------------------------
     def _loop(self) -> None:
+        # the model stays in eval mode for the thread's whole life: entering it at every step
+        # walked all of SmolLM2's modules twice, about 4 ms of a 15 ms step
         try:
-            while True:
-                with self._cond:
-                    while not self._closed and not self._waiting and not self._running:
-                        self._cond.wait()
-                    if self._closed:
-                        break
-                    dropped = [h for h in self._waiting if h.cancelled]
+            with eval_mode(self.model):
+                while True:
+                    with self._cond:
+                        while not self._closed and not self._waiting and not self._running:
+                            self._cond.wait()
+                        if self._closed:
+                            break
+                        dropped = [h for h in self._waiting if h.cancelled]
+                        for handle in dropped:
+                            self._waiting.remove(handle)
+                        admitted = []
+                        while self._waiting and len(self._running) + len(admitted) < self.max_batch:
+                            admitted.append(self._waiting.popleft())
+                        for handle in admitted:
+                            handle._counted = True
+                        self._active += len(admitted)
                     for handle in dropped:
-                        self._waiting.remove(handle)
-                    admitted = []
-                    while self._waiting and len(self._running) + len(admitted) < self.max_batch:
-                        admitted.append(self._waiting.popleft())
-                    for handle in admitted:
-                        handle._counted = True
-                    self._active += len(admitted)
-                for handle in dropped:
-                    prompt = len(handle.request.prompt_ids)
-                    self._emit(handle, FinishEvent("cancelled", "", prompt, 0))
-                start = time.perf_counter()
-                self._step(admitted)
-                elapsed = time.perf_counter() - start
-                self._step_seconds = 0.9 * self._step_seconds + 0.1 * elapsed
+                        prompt = len(handle.request.prompt_ids)
+                        self._emit(handle, FinishEvent("cancelled", "", prompt, 0))
+                    start = time.perf_counter()
+                    self._step(admitted)
+                    elapsed = time.perf_counter() - start
+                    self._step_seconds = 0.9 * self._step_seconds + 0.1 * elapsed
         finally:  # closed, or a bug: no request may wait for a thread that is gone
             with self._cond:
                 self._closed = True
@@ -552,7 +555,7 @@ class BatchScheduler:
 
     def _step(self, admitted: list[RequestHandle]) -> None:
         """Admit ``admitted``, then one batched decode step for the running rows."""
-        with eval_mode(self.model), torch.inference_mode():
+        with torch.inference_mode():  # eval mode: held by _loop
             self._drop_cancelled()
             for handle in admitted:
                 self._admit(handle)
