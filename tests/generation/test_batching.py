@@ -206,6 +206,23 @@ def test_cancel_frees_the_slot(tiny_decoder):
         assert scheduler.running == 0 and scheduler.queue_depth == 0
 
 
+def test_warm_up_records_the_lone_step_and_leaves_nothing_running(tiny_decoder):
+    """A lone row replays generate's recorded step; warm_up records it before any client,
+    and the tokens stay generate's (also the prompt of one token warm_up decodes)."""
+    from attnlab.generation.traced import RECORDINGS
+
+    model = tiny_decoder("rope", 2, max_seq_len=64)
+    config = GenerationConfig(12, do_sample=True, seed=4)
+    want = generate(model, torch.tensor([[5, 6, 7]]), config)[0, 3:].tolist()
+    assert RECORDINGS.of(model) == []  # generate stepped eagerly (12 < 32 tokens)
+    with BatchScheduler(model, None) as scheduler:
+        scheduler.warm_up()
+        assert scheduler.running == 0 and scheduler.queue_depth == 0
+        assert [step for step in RECORDINGS.of(model) if step is not None]  # recorded
+        tokens, finish = _tokens(scheduler.submit(DecodeRequest([5, 6, 7], config)))
+    assert tokens == want and finish.reason == "length"
+
+
 def test_queue_full_and_close_ends_every_request(tiny_decoder):
     model = tiny_decoder("rope", 2, max_seq_len=64)
     scheduler = BatchScheduler(model, None, max_batch=2, max_queue=1)

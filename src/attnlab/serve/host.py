@@ -71,6 +71,7 @@ class ModelHost:
                 max_queue=self.max_queue,
             )
             scheduler.start()
+            scheduler.warm_up()  # before ready: the first request pays no recording
         with self._lock:
             self.scheduler = scheduler
             self.chat_template = chat_template or loaded.chat_template
