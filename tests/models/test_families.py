@@ -213,3 +213,16 @@ def test_pooling_ignores_padding(method: str) -> None:
     torch.testing.assert_close(got[0], want)
     full = hidden[1].mean(0) if method == "mean" else hidden[1].amax(0)
     torch.testing.assert_close(got[1], full)
+
+
+def test_last_only_gives_the_last_positions_logits() -> None:
+    """What decoding's prefill asks for: the head over the last position alone."""
+    model = build_model(ModelConfig(vocab_size=50, d_model=32, n_heads=4, n_layers=2)).eval()
+    ids = torch.randint(0, 50, (3, 9))
+    with torch.no_grad():
+        full = model(ids).logits  # (3, 9, 50)
+        last = model(ids, last_only=True).logits  # (3, 1, 50)
+    assert last.shape == (3, 1, 50)
+    torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="last_only"):
+        model(ids, targets=ids, last_only=True)

@@ -114,7 +114,9 @@ class DecoderSession(_Session):
         return self.model.new_cache(self.batch_size, max_len)
 
     def _forward(self, ids: Tensor, mask: Tensor | None, positions: Tensor | None) -> Tensor:
-        out = self.model(ids, attention_mask=mask, position_ids=positions, cache=self.cache)
+        out = self.model(
+            ids, attention_mask=mask, position_ids=positions, cache=self.cache, last_only=True
+        )
         return out.logits[:, -1]  # (N, V)
 
     def use_traced_step(self) -> None:
