@@ -9,7 +9,9 @@ from fixed prompts, greedy, ``--tokens`` new tokens each (``ignore_eos``, which 
 servers accept, so every client gets exactly that many). Measured per server and C:
 aggregate completion tokens/s (all clients' tokens over the wall time from the first
 request to the last token), p50/p95 time to first token, p50 inter-token latency. The
-servers run one after the other, never at once, each warmed up by one request first.
+servers run one after the other, never at once, each warmed up by one request first, in
+``--rounds`` alternating rounds (3); each figure is the median over the rounds (single runs
+on a shared machine swung by 25%).
 
 llama-server is built once from the llama.cpp sources vendored in the ``llama-cpp-python``
 sdist (``pip download --no-binary``, then cmake; about 7 minutes on 2 cores) and cached under
@@ -177,11 +179,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-batch", type=int, default=16, help="attnlab --max-batch = slots")
     parser.add_argument("--no-reference", action="store_true", help="attnlab only")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     args = parser.parse_args()
     gguf = resolve_name("smollm2")
     ctx = args.max_batch * 256  # llama-server splits its context over the slots
 
-    rows: dict[str, dict] = {}
+    servers: dict[str, tuple[list[str], str]] = {}
     ref_note = "llama-server"
     if not args.no_reference:
         binary = build_llama_server()
@@ -194,14 +197,27 @@ def main() -> None:
             ref_note = "llama-cpp-python[server] (one request at a time)"
             command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf)]
             command += ["--port", str(port), "--n_threads", str(args.threads)]
-        rows["llama.cpp"] = measure("llama.cpp", command, f"http://127.0.0.1:{port}", args)
+        servers["llama.cpp"] = (command, f"http://127.0.0.1:{port}")
     port = _free_port()
     command = [sys.executable, "-m", "attnlab.cli", "serve", "smollm2", "--port", str(port)]
     command += ["--max-batch", str(args.max_batch), "--max-queue", str(4 * args.max_batch)]
-    rows["attnlab"] = measure("attnlab", command, f"http://127.0.0.1:{port}", args)
+    servers["attnlab"] = (command, f"http://127.0.0.1:{port}")
+    # rounds alternate the servers, so that a slower minute of a shared machine falls on
+    # both; each figure is the median over the rounds
+    runs: dict[str, list[dict]] = {name: [] for name in servers}
+    for _ in range(args.rounds):
+        for name, (command, url) in servers.items():
+            runs[name].append(measure(name, command, url, args))
+    rows = {
+        name: {
+            c: {key: statistics.median(r[c][key] for r in by_round) for key in by_round[0][c]}
+            for c in args.clients
+        }
+        for name, by_round in runs.items()
+    }
 
     print(f"\nSmolLM2-135M Q4_1, {args.tokens} greedy tokens per client, {args.threads} threads,")
-    print(f"{args.max_batch} slots; reference: {ref_note}\n")
+    print(f"{args.max_batch} slots; reference: {ref_note}; median of {args.rounds} rounds\n")
     header = f"{'server':<10} {'clients':>7} {'tok/s':>8} {'ttft p50':>9} {'ttft p95':>9}"
     print(header + f" {'itl p50':>9}")
     for name, by_clients in rows.items():
