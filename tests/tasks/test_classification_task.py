@@ -5,37 +5,18 @@ names kept in the run folder, and the classify verb."""
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 
 from attnlab.tasks import classify
 from attnlab.training import TrainConfig, new_run
-
-
-def sentiment_rows(n: int, seed: int) -> list[tuple[str, str]]:
-    """(label, text): one sentiment word among neutral filler words decides the label."""
-    rng = random.Random(seed)
-    good, bad = ["good", "great", "fine"], ["bad", "awful", "dull"]
-    filler = ["the", "movie", "was", "plot", "really", "and", "a", "film", "acting", "quite"]
-    rows = []
-    for _ in range(n):
-        label = rng.choice(["pos", "neg"])
-        words = [rng.choice(filler) for _ in range(rng.randint(2, 8))]
-        words.insert(rng.randint(0, len(words)), rng.choice(good if label == "pos" else bad))
-        rows.append((label, " ".join(words)))
-    return rows
+from tiny_corpora import write_sentiment_dir
 
 
 def make_sentiment_dir(root) -> object:
     """A folder with train.csv (600 rows) and val.csv (80), header ``text,label``."""
-    folder = root / "sentiment"
-    folder.mkdir()
-    for split, n, seed in (("train", 600, 0), ("val", 80, 1)):
-        lines = ["text,label"] + [f"{text},{label}" for label, text in sentiment_rows(n, seed)]
-        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    return folder
+    return write_sentiment_dir(root, train=600, val=80)
 
 
 @pytest.fixture(scope="module", params=["mean", "cls"])

@@ -7,13 +7,7 @@ from pathlib import Path
 import pytest
 
 from attnlab.training import TrainConfig
-
-TINY_TEXT = (
-    "To be, or not to be, that is the question:\n"
-    "Whether 'tis nobler in the mind to suffer\n"
-    "The slings and arrows of outrageous fortune,\n"
-    "Or to take arms against a sea of troubles.\n"
-) * 12
+from tiny_corpora import TINY_TEXT
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -22,31 +21,12 @@ from safetensors.torch import load_file
 import attnlab.training.distributed as distributed
 from attnlab.checkpoint import find_checkpoint, load_pretrained
 from attnlab.training import TrainConfig, new_run, resume_run
+from tiny_corpora import TINY_TEXT, write_sentiment_dir
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 SRC = Path(distributed.__file__).parents[2]  # the attnlab package's parent folder
 STEPS = 4
 TOL = 1e-5
-TINY_TEXT = (
-    "To be, or not to be, that is the question:\n"
-    "Whether 'tis nobler in the mind to suffer\n"
-    "The slings and arrows of outrageous fortune,\n"
-    "Or to take arms against a sea of troubles.\n"
-) * 12
-
-
-def sentiment_rows(n: int, seed: int) -> list[tuple[str, str]]:
-    """(label, text): one sentiment word among filler words decides the label."""
-    rng = random.Random(seed)
-    good, bad = ["good", "great", "fine"], ["bad", "awful", "dull"]
-    filler = ["the", "movie", "was", "plot", "really", "and", "a", "film", "acting", "quite"]
-    rows = []
-    for _ in range(n):
-        label = rng.choice(["pos", "neg"])
-        words = [rng.choice(filler) for _ in range(rng.randint(2, 8))]
-        words.insert(rng.randint(0, len(words)), rng.choice(good if label == "pos" else bad))
-        rows.append((label, " ".join(words)))
-    return rows
 
 
 def _lm(root: Path, name: str, **overrides) -> dict:
@@ -93,11 +73,7 @@ def _classifier(root: Path, name: str, **overrides) -> dict:
 
 def _write_data(root: Path) -> None:
     (root / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
-    folder = root / "sentiment"
-    folder.mkdir()
-    for split, n, seed in (("train", 200, 0), ("val", 40, 1)):
-        lines = ["text,label"] + [f"{text},{label}" for label, text in sentiment_rows(n, seed)]
-        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    write_sentiment_dir(root, train=200, val=40)
 
 
 def _launch(root: Path, runs: list[dict], name: str) -> None:
