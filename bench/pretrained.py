@@ -589,6 +589,7 @@ def main() -> None:
     }
     if extra is not None:
         result.update(extra["json"])
+        result["speedup_vs_hf"] = r(tok_s / extra["json"]["hf_tok_s"])  # int4 vs float32
     print(json.dumps(result))
 
 
