@@ -15,9 +15,9 @@ on a shared machine swung by 25%).
 
 llama-server is built once from the llama.cpp sources vendored in the ``llama-cpp-python``
 sdist (``pip download --no-binary``, then cmake; about 7 minutes on 2 cores) and cached under
-``~/.cache/attnlab/llama-server``; it is never a dependency of attnlab. If the build fails,
-the bench falls back to ``llama-cpp-python[server]`` when it is importable, which serves one
-request at a time (the table says so).
+``~/.cache/attnlab/llama-server`` (``bench/_llamacpp.py``); it is never a dependency of
+attnlab. If the build fails, the bench falls back to ``llama-cpp-python[server]`` when it is
+importable, which serves one request at a time (the table says so).
 
 Last line: one JSON object with ``tok_s_16``, ``ref_tok_s_16``, ``ttft_p50_1``,
 ``ref_ttft_p50_1`` (and the same for every concurrency measured).
@@ -29,21 +29,17 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
-from pathlib import Path
 
 import httpx
 
+from _llamacpp import build_llama_server
 from attnlab.bundled import resolve_name
 
-LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
-CACHE = Path.home() / ".cache" / "attnlab" / "llama-server" / LLAMA_CPP_PYTHON.split("==")[1]
 PROMPTS = [
     "Once upon a time, in a small village by the sea,",
     "The history of the printing press begins",
@@ -60,38 +56,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def build_llama_server() -> Path | None:
-    """The cached llama-server binary, built from the sdist's vendored llama.cpp if needed."""
-    binary = CACHE / "build" / "bin" / "llama-server"
-    if binary.exists():
-        return binary
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        print("bench/serve.py: cmake not found; cannot build llama-server", file=sys.stderr)
-        return None
-    CACHE.mkdir(parents=True, exist_ok=True)
-    print(f"building llama-server from the {LLAMA_CPP_PYTHON} sdist (minutes, once)...")
-    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps"]
-    subprocess.run([*pip, LLAMA_CPP_PYTHON, "-d", str(CACHE)], check=True)
-    sdist = next(CACHE.glob("llama_cpp_python-*.tar.gz"))
-    with tarfile.open(sdist) as tar:
-        tar.extractall(CACHE, filter="data")
-    source = next(CACHE.glob("llama_cpp_python-*/vendor/llama.cpp"))
-    configure = [cmake, "-S", str(source), "-B", str(CACHE / "build")]
-    configure += ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF"]
-    configure += ["-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DGGML_NATIVE=ON"]
-    if shutil.which("ninja"):
-        configure += ["-G", "Ninja"]
-    try:
-        subprocess.run(configure, check=True, stdout=subprocess.DEVNULL)
-        build = [cmake, "--build", str(CACHE / "build"), "--target", "llama-server", "-j", "2"]
-        subprocess.run(build, check=True, stdout=subprocess.DEVNULL)
-    except subprocess.CalledProcessError as err:
-        print(f"bench/serve.py: building llama-server failed: {err}", file=sys.stderr)
-        return None
-    return binary if binary.exists() else None
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 300.0) -> None:
