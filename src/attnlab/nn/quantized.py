@@ -15,8 +15,10 @@ Two packed formats, both run by PyTorch's own CPU kernels:
   head about 5x faster than ``aten._weight_int8pack_mm`` on bfloat16 activations (the
   fallback where fbgemm is missing or the input is not on the CPU). The kernel picks one
   quantization range per call, from the whole input; for a row's result not to depend on
-  the rows batched with it, each row is first divided by its largest magnitude and two
-  constant columns, +1 and -1 (with zero weights), pin every call's range to [-1, 1].
+  the rows batched with it, each row x is first mapped onto [-1, 1] exactly,
+  ``u = (x - centre) / radius`` with its own centre and radius (so it keeps all 256
+  levels), two constant columns, +1 and -1 (with zero weights), pin every call's range to
+  [-1, 1], and ``x W^T = radius * (u W^T) + centre * (W's row sums)``.
 
 Prompts: the int4 kernel is made for few rows (decoding steps). With ``prompt_copy=True``
 an int4 layer also keeps ``W`` in bfloat16 (2 bytes a weight, not saved in the state
@@ -51,19 +53,20 @@ PROMPT_POSITIONS = 32  # from this many positions per sequence, int4 layers use 
 _RANGE_PINS = torch.tensor([[1.0, -1.0]])  # (1, 2): the two columns that fix fbgemm's range
 
 
-def _fbgemm_pack(codes: Tensor, scale: Tensor) -> object | None:
+def _fbgemm_pack(codes: Tensor, scale: Tensor) -> tuple[object, Tensor] | None:
     """fbgemm's prepacked form of ``[W | 0 0]`` with ``W = codes * scale[:, None]`` (codes int8
-    (N, K), scale (N,)): two zero columns for the range pins. None where this PyTorch has no
-    fbgemm."""
+    (N, K), scale (N,)): two zero columns for the range pins; and W's row sums (1, N). None
+    where this PyTorch has no fbgemm."""
     if "x86" not in torch.backends.quantized.supported_engines:
         return None
+    row_sums = (codes.double().sum(1) * scale.double()).float()[None]  # (1, N)
     codes = torch.cat((codes, codes.new_zeros(codes.shape[0], 2)), dim=1)  # (N, K + 2)
     zeros = torch.zeros(scale.shape, dtype=torch.long)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # quantized tensors are deprecated, still there
             weight = torch._make_per_channel_quantized_tensor(codes, scale.double(), zeros, 0)
-            return torch.ops.quantized.linear_prepack(weight, None)
+            return torch.ops.quantized.linear_prepack(weight, None), row_sums
     except (RuntimeError, AttributeError):  # built without the quantized CPU engines
         return None
 
@@ -108,6 +111,7 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("scales", torch.empty(0, dtype=torch.bfloat16))
         # int8 on fbgemm: the prepacked weight, and which buffers it was packed from
         self._fbgemm: object | None = None
+        self._row_sums: Tensor | None = None  # (1, N) W's row sums, for fbgemm
         self._fbgemm_from: tuple | None = None
         self.prompt_weight: Tensor | None  # int4 with prompt_copy: bf16 (N, K), else None
         self.register_buffer("prompt_weight", None, persistent=False)
@@ -188,14 +192,17 @@ class QuantizedLinear(nn.Module):
 
     def __getstate__(self) -> dict:
         state = super().__getstate__().copy()  # type: ignore[misc]
-        state["_fbgemm"] = state["_fbgemm_from"] = None  # packed again where it is needed
+        state["_fbgemm"] = state["_fbgemm_from"] = state["_row_sums"] = (
+            None  # packed again where it is needed
+        )
         return state
 
     def _fbgemm_weight(self) -> object | None:
         """The fbgemm-packed int8 weight, packed again if the buffers changed since."""
         source = (self.weight.data_ptr(), self.weight._version, self.scales._version)
         if self._fbgemm_from != source:
-            self._fbgemm = _fbgemm_pack(self.weight, self.scales.float())
+            packed = _fbgemm_pack(self.weight, self.scales.float())
+            self._fbgemm, self._row_sums = packed if packed is not None else (None, None)
             self._fbgemm_from = source
         return self._fbgemm
 
@@ -216,10 +223,13 @@ class QuantizedLinear(nn.Module):
             packed = self._fbgemm_weight()
         if packed is not None:  # int8 on fbgemm, rows quantized alone (module docstring)
             rows = rows.float()
-            peak = rows.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+            low, high = torch.aminmax(rows, dim=-1, keepdim=True)  # (M, 1) each
+            centre = (high + low) / 2
+            radius = ((high - low) / 2).clamp_min(torch.finfo(torch.float32).tiny)
             pins = _RANGE_PINS.expand(rows.shape[0], 2)  # (M, 2)
-            pinned = torch.cat((rows / peak, pins), dim=-1)  # (M, K + 2), in [-1, 1]
-            y = _FBGEMM_INT8_MM(pinned, packed, False) * peak  # (M, N)
+            pinned = torch.cat(((rows - centre) / radius, pins), dim=-1)  # (M, K + 2) in [-1, 1]
+            y = _FBGEMM_INT8_MM(pinned, packed, False)  # (M, N), u W^T
+            y = torch.addcmul(centre * self._row_sums, y, radius)  # (M, N), x W^T
         elif self.prompt_weight is not None and x.dim() > 2 and x.shape[-2] >= PROMPT_POSITIONS:
             y = torch.nn.functional.linear(rows.to(torch.bfloat16), self.prompt_weight)
         elif self.group_size:  # int4
