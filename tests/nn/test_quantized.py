@@ -147,3 +147,19 @@ def test_int4_prompt_copy_for_prompts_only() -> None:
     assert torch.equal(layer(steps), plain(steps))
     short = prompt[:, : PROMPT_POSITIONS - 1]
     assert torch.equal(layer(short), plain(short))
+
+
+def test_int8_refined_top_outputs_are_exact_and_row_invariant() -> None:
+    layer, x = _int8_layer()
+    rough = layer(x)
+    layer.refine_top = 5
+    y = layer(x)
+    exact = x @ layer.dequantized_weight().T  # (6, 48)
+    top = y.topk(5, dim=-1).indices
+    assert torch.allclose(y.gather(-1, top), exact.gather(-1, top), rtol=1e-5, atol=1e-4)
+    assert torch.equal(y.argmax(-1), exact.argmax(-1))  # the largest is among the refined
+    rest = torch.ones_like(y, dtype=torch.bool).scatter(-1, top, False)
+    assert torch.equal(y[rest], rough[rest])  # the others keep the 8-bit result
+    alone = torch.cat([layer(x[i : i + 1]) for i in range(len(x))])
+    assert torch.equal(alone, y)
+    assert torch.equal(torch.jit.trace(layer, x[:2])(x[:2]), y[:2])

@@ -285,6 +285,9 @@ def _tensor_shape(tensor: Any) -> tuple[int, ...]:
 # models up to this many weights keep bfloat16 copies of their int4 matrices (2 bytes a
 # weight: 270 MB for SmolLM2-135M) to run prompts several times faster
 PROMPT_COPIES_UP_TO = 1_000_000_000
+# a packed int8 vocabulary head recomputes this many top logits per row exactly
+# (``QuantizedLinear.refine_top``: the candidates decoding picks among keep full precision)
+HEAD_REFINED_TOP = 32
 # the attnlab linear layers that may run packed (the vocabulary head is added apart)
 _PACKABLE = ("in_proj", "out_proj", "gate_up", "fc_out")
 
@@ -434,6 +437,7 @@ def _load(reader: gguf.GGUFReader, path: Path, dtype: torch.dtype, quantized: bo
             tied = config.tie_embeddings
             dense = "stack.embeddings.tokens.weight" if tied else "lm_head.weight"
             packed["lm_head"] = QuantizedLinear.quantize(state[dense])
+            packed["lm_head"].refine_top = HEAD_REFINED_TOP
     model = model_from_state(config, state, names, dtype=dtype)
     for name, layer in packed.items():
         model.set_submodule(name, layer)

@@ -18,7 +18,13 @@ Two packed formats, both run by PyTorch's own CPU kernels:
   the rows batched with it, each row x is first mapped onto [-1, 1] exactly,
   ``u = (x - centre) / radius`` with its own centre and radius (so it keeps all 256
   levels), two constant columns, +1 and -1 (with zero weights), pin every call's range to
-  [-1, 1], and ``x W^T = radius * (u W^T) + centre * (W's row sums)``.
+  [-1, 1], and ``x W^T = radius * (u W^T) + centre * (W's row sums)``. The 8-bit input
+  costs precision where a few input channels dwarf the others (the "massive activations"
+  of a language model's last hidden state: SmolLM2's greedy answer to "What is the capital
+  of France?" changed), so an int8 layer built with ``refine_top=k`` (the vocabulary heads
+  of GGUF loads: k = 32) then recomputes each row's k largest outputs exactly from its float
+  input: the tokens that greedy decoding and sampling pick among get the bfloat16 path's
+  precision or better, the rest stay within the 8-bit error.
 
 Prompts: the int4 kernel is made for few rows (decoding steps). With ``prompt_copy=True``
 an int4 layer also keeps ``W`` in bfloat16 (2 bytes a weight, not saved in the state
@@ -102,6 +108,7 @@ class QuantizedLinear(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.kind = kind
+        self.refine_top = 0  # int8 on fbgemm: outputs per row recomputed exactly (docstring)
         self.group_size = group_size  # 0 for int8 (one scale per row)
         # ``weight`` holds the packed codes, not W (as bitsandbytes' 4-bit layers do), so code
         # that asks a layer for ``weight.device`` keeps working; W is dequantized_weight().
@@ -215,6 +222,14 @@ class QuantizedLinear(nn.Module):
         eye = torch.eye(self.in_features, dtype=torch.bfloat16)  # (K, K)
         return self(eye).float().t().contiguous()  # (N, K)
 
+    def _refine(self, rows: Tensor, y: Tensor) -> Tensor:
+        """``y`` (M, N) with each row's ``refine_top`` largest entries recomputed from the
+        float32 ``rows`` (M, K) and the int8 weights; row by row the same sums, batched or not."""
+        top = y.topk(min(self.refine_top, self.out_features), dim=-1).indices  # (M, k)
+        picked = self.weight[top].float() * self.scales[top].float()[..., None]  # (M, k, K)
+        exact = (picked * rows[:, None, :]).sum(-1)  # (M, k)
+        return y.scatter(-1, top, exact)
+
     def forward(self, x: Tensor) -> Tensor:
         """x (..., K) -> (..., N) in x's dtype (computed from bfloat16 activations)."""
         rows = x.reshape(-1, self.in_features)  # (M, K)
@@ -230,6 +245,8 @@ class QuantizedLinear(nn.Module):
             pinned = torch.cat(((rows - centre) / radius, pins), dim=-1)  # (M, K + 2) in [-1, 1]
             y = _FBGEMM_INT8_MM(pinned, packed, False)  # (M, N), u W^T
             y = torch.addcmul(centre * self._row_sums, y, radius)  # (M, N), x W^T
+            if self.refine_top:
+                y = self._refine(rows, y)
         elif self.prompt_weight is not None and x.dim() > 2 and x.shape[-2] >= PROMPT_POSITIONS:
             y = torch.nn.functional.linear(rows.to(torch.bfloat16), self.prompt_weight)
         elif self.group_size:  # int4
