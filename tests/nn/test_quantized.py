@@ -79,3 +79,87 @@ def test_int4_bad_codes_and_scales() -> None:
         QuantizedLinear.from_int4(codes, scale.T, zero)
     with pytest.raises(ValueError, match="int8 codes must be an int8"):
         QuantizedLinear.from_int8(codes, torch.ones(32))
+
+
+def _int8_layer() -> tuple[QuantizedLinear, torch.Tensor]:
+    weight = torch.randn(48, 96, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(6, 96)
+    x[2] *= 100  # a row whose range is far from its neighbours'
+    return QuantizedLinear.quantize(weight), x
+
+
+@pytest.mark.skipif(
+    "x86" not in torch.backends.quantized.supported_engines, reason="fbgemm is x86 only"
+)
+def test_int8_runs_on_fbgemm_rows_alone_as_in_a_batch() -> None:
+    layer, x = _int8_layer()
+    y = layer(x)
+    assert layer._fbgemm is not None  # the fbgemm kernel, not the bfloat16 fallback
+    # 8-bit activations with one scale per row: about 1% of each row's largest output
+    exact = x @ layer.dequantized_weight().T
+    assert ((y - exact).abs().amax(1) <= 2e-2 * exact.abs().amax(1)).all()
+    alone = torch.cat([layer(x[i : i + 1]) for i in range(len(x))])
+    assert torch.equal(alone, y)  # a row's result does not depend on its neighbours
+    assert all(torch.equal(layer(x[:m]), y[:m]) for m in range(2, len(x)))
+    assert torch.equal(layer(x.view(2, 3, 96)), y.view(2, 3, 48))
+    traced = torch.jit.trace(layer, x[:1])
+    assert torch.equal(traced(x[:1]), y[:1])
+
+
+def test_int8_packs_again_after_in_place_changes_and_copies() -> None:
+    import copy
+    import pickle
+
+    layer, x = _int8_layer()
+    before = layer(x)
+    other, _ = _int8_layer()
+    other.weight.copy_(torch.flip(other.weight, dims=[1]))
+    layer.weight.copy_(other.weight)  # in place, as load_state_dict does
+    assert torch.equal(layer(x), other(x)) and not torch.equal(layer(x), before)
+    for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert torch.equal(clone(x), layer(x))
+
+
+def test_int8_fallback_without_fbgemm(monkeypatch: pytest.MonkeyPatch) -> None:
+    import attnlab.nn.quantized as quantized
+
+    monkeypatch.setattr(quantized, "_fbgemm_pack", lambda codes, scale: None)
+    layer, x = _int8_layer()
+    want = torch.ops.aten._weight_int8pack_mm(x.bfloat16(), layer.weight, layer.scales)
+    assert torch.equal(layer(x), want.float())
+
+
+def test_int4_prompt_copy_for_prompts_only() -> None:
+    from attnlab.nn.quantized import PROMPT_POSITIONS
+
+    codes, scale, zero, weight = _int4(48, 128)
+    plain = QuantizedLinear.from_int4(codes, scale, zero)
+    layer = QuantizedLinear.from_int4(codes, scale, zero, prompt_copy=True)
+    assert set(layer.state_dict()) == {"weight", "scales"}  # the copy is not saved
+    _close_to(layer.prompt_weight.float(), weight)
+    prompt = torch.randn(2, PROMPT_POSITIONS, 128)
+    y = layer(prompt)
+    want = torch.nn.functional.linear(prompt.bfloat16(), layer.prompt_weight).float()
+    assert torch.equal(y, want)  # the bfloat16 copy ...
+    assert not torch.equal(y, plain(prompt))  # ... not the int4 kernel
+    _close_to(y, prompt @ weight.T)
+    steps = torch.randn(5, 1, 128)  # decoding steps: the int4 kernel, however many rows
+    assert torch.equal(layer(steps), plain(steps))
+    short = prompt[:, : PROMPT_POSITIONS - 1]
+    assert torch.equal(layer(short), plain(short))
+
+
+def test_int8_refined_top_outputs_are_exact_and_row_invariant() -> None:
+    layer, x = _int8_layer()
+    rough = layer(x)
+    layer.refine_top = 5
+    y = layer(x)
+    exact = x @ layer.dequantized_weight().T  # (6, 48)
+    top = y.topk(5, dim=-1).indices
+    assert torch.allclose(y.gather(-1, top), exact.gather(-1, top), rtol=1e-5, atol=1e-4)
+    assert torch.equal(y.argmax(-1), exact.argmax(-1))  # the largest is among the refined
+    rest = torch.ones_like(y, dtype=torch.bool).scatter(-1, top, False)
+    assert torch.equal(y[rest], rough[rest])  # the others keep the 8-bit result
+    alone = torch.cat([layer(x[i : i + 1]) for i in range(len(x))])
+    assert torch.equal(alone, y)
+    assert torch.equal(torch.jit.trace(layer, x[:2])(x[:2]), y[:2])
