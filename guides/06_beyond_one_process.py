@@ -276,8 +276,11 @@ one, two = losses("one-process"), losses("two-processes")
 
 # %% [markdown]
 # Below you will see the two loss curves on one plot: they lie on top of each other. The
-# largest difference over all steps is under 1e-5 (float32 rounding), while the loss
-# itself falls by more than 0.3 nats over the run.
+# largest difference over all steps is under 1e-4 nats, while the loss itself falls by more
+# than 0.3 nats over the run. The difference is float32 rounding: the two processes add
+# their halves of the gradient in another order than one process adds the whole, and each
+# step carries the last one's tiny differences forward, so it grows a little with the
+# number of steps.
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -290,7 +293,7 @@ plt.show()
 gap = max(abs(a - b) for a, b in zip(one, two, strict=True))
 print(f"{len(one)} steps, loss {one[0]:.3f} -> {one[-1]:.3f}, largest difference {gap:.1e}")
 assert len(one) == len(two) == steps
-assert gap < 1e-5
+assert gap < 1e-4
 assert one[0] - one[-1] > 0.3
 
 # %% [markdown]
