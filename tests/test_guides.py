@@ -26,12 +26,13 @@ CPU_BUDGET_S = 30.0
 
 def test_guides_found() -> None:
     names = [g.stem for g in GUIDES]
-    assert names[:5] == [
+    assert names[:6] == [
         "01_tokens_embeddings_positions",
         "02_attention_by_hand",
         "03_the_block",
         "04_three_families",
         "05_inside_real_models",
+        "06_beyond_one_process",
     ]
 
 
