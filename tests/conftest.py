@@ -18,3 +18,27 @@ def browser():  # noqa: ANN201
     yield chromium
     chromium.close()
     playwright.stop()
+
+
+@pytest.fixture(scope="session")
+def pretrained():  # noqa: ANN201 - load(name, quantized=False) -> LoadedModel
+    """``load(name, quantized=False)``: a bundled model (``smollm2``, ``minilm``) loaded
+    once for the whole session and shared by every test module that asks (SmolLM2 takes
+    seconds to load, its packed int4 form more). The tests only run it: none may change its
+    weights, modules or mode. Not installed: the test is skipped (fails under CI=true)."""
+    from attnlab.interop import resolve_name
+    from attnlab.interop.pretrained import from_pretrained
+    from required import missing
+
+    loaded = {}
+
+    def load(name: str, quantized: bool = False):  # noqa: ANN202
+        if (name, quantized) not in loaded:
+            try:
+                resolve_name(name)
+            except FileNotFoundError as err:
+                missing(str(err))
+            loaded[name, quantized] = from_pretrained(name, quantized=quantized)
+        return loaded[name, quantized]
+
+    return load

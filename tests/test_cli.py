@@ -83,47 +83,62 @@ def test_hostile_model_files_are_one_line_from_the_command(tmp_path) -> None:
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "gpt2", "n_embd": "many"}')
     (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
-    for model, path in ((huge, huge), (folder, folder / "model.safetensors")):
-        out = subprocess.run(
+    cases = ((huge, huge), (folder, folder / "model.safetensors"))
+    procs = [  # both commands side by side: each pays its own Python and torch start
+        subprocess.Popen(
             [sys.executable, "-m", "attnlab.cli", "generate", str(model)],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
         )
-        assert out.returncode == 1
-        assert out.stderr.startswith(f"attnlab generate: error: {path}: "), out.stderr
-        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+        for model, _ in cases
+    ]
+    for proc, (_, path) in zip(procs, cases, strict=True):
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 1
+        assert stderr.startswith(f"attnlab generate: error: {path}: "), stderr
+        assert stderr.count("\n") == 1 and "Traceback" not in stderr
 
 
-def _openmp_environment(tmp_path, **env: str) -> str:
+def _openmp_environments(tmp_path, *envs: dict[str, str]) -> list[str]:
     """What the OpenMP runtime of an ``attnlab info`` process reads at start (its
-    ``OMP_DISPLAY_ENV`` report on stderr)."""
+    ``OMP_DISPLAY_ENV`` report on stderr), for each of ``envs`` (processes run side by
+    side)."""
     import os
 
     import pytest
 
     config = tmp_path / "config.json"
     ModelConfig(vocab_size=50, d_model=32, n_heads=4, n_layers=2).to_json(config)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
-    environ.update(OMP_DISPLAY_ENV="VERBOSE", **env)
-    out = subprocess.run(
-        [sys.executable, "-m", "attnlab.cli", "info", str(config)],
-        capture_output=True,
-        text=True,
-        env=environ,
-        check=True,
-    )
-    if "GOMP_SPINCOUNT" not in out.stderr:
-        pytest.skip("this torch's OpenMP runtime is not GNU's (no GOMP_SPINCOUNT report)")
-    return out.stderr
+    procs = []
+    for env in envs:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+        environ.update(OMP_DISPLAY_ENV="VERBOSE", **env)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "attnlab.cli", "info", str(config)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=environ,
+            )
+        )
+    reports = []
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+        if "GOMP_SPINCOUNT" not in stderr:
+            pytest.skip("this torch's OpenMP runtime is not GNU's (no GOMP_SPINCOUNT report)")
+        reports.append(stderr)
+    return reports
 
 
 def test_the_cli_sets_the_openmp_wait_policy_before_torch_loads(tmp_path) -> None:
     # typed by hand, ``attnlab train`` must run with the settings ``make demo`` used to set:
     # PASSIVE makes idle threads sleep at once (spin count 0; unset, GNU OpenMP spins 300000)
-    assert "GOMP_SPINCOUNT = '0'" in _openmp_environment(tmp_path)
-    # the user's own value wins
-    active = _openmp_environment(tmp_path, OMP_WAIT_POLICY="active")
+    # and the user's own value wins
+    default, active = _openmp_environments(tmp_path, {}, {"OMP_WAIT_POLICY": "active"})
+    assert "GOMP_SPINCOUNT = '0'" in default
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in active and "GOMP_SPINCOUNT = '0'" not in active
 
 

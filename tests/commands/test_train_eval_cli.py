@@ -37,13 +37,40 @@ def text_file(tmp_path: Path) -> Path:
     return path
 
 
-def _cli(*args: str, env_cache: Path) -> subprocess.CompletedProcess:
+def _cli_env(env_cache: Path) -> dict:
     env = {**os.environ, "ATTNLAB_CACHE": str(env_cache)}
     src = str(Path(__file__).resolve().parents[2] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _cli(*args: str, env_cache: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "attnlab.cli", *args], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "attnlab.cli", *args],
+        capture_output=True,
+        text=True,
+        env=_cli_env(env_cache),
     )
+
+
+def _cli_together(*commands: list[str], env_cache: Path) -> list[subprocess.CompletedProcess]:
+    """Independent ``attnlab`` commands started at once (each pays its own interpreter and
+    torch import, so side by side they take about as long as one); results in order."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "attnlab.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_cli_env(env_cache),
+        )
+        for args in commands
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
 
 
 def test_train_generate_eval_end_to_end(tmp_path: Path, text_file: Path, capsys) -> None:
@@ -57,10 +84,17 @@ def test_train_generate_eval_end_to_end(tmp_path: Path, text_file: Path, capsys)
     last_val = [r for r in val if r["split"] == "val"][-1]
     assert last_val["step"] == 10
     assert "--- sample" in done.stdout
-    # generate: greedy decoding in a subprocess equals the argmax loop over the saved model
+    # generate and three evals of the finished run, started side by side
     prompt = "The quick"
-    done = _cli("generate", str(run), "--prompt", prompt, "--max-new-tokens", "12",
-                "--temperature", "0", env_cache=cache)  # fmt: skip
+    generated, evaluated, shorter_run, old_spelling = _cli_together(
+        ["generate", str(run), "--prompt", prompt, "--max-new-tokens", "12", "--temperature", "0"],
+        ["eval", str(run), "--json"],
+        ["eval", str(run), "--json", "--max-seq-len", "16"],
+        ["eval", str(run), "--json", "--block-size", "16"],
+        env_cache=cache,
+    )
+    # generate: greedy decoding in a subprocess equals the argmax loop over the saved model
+    done = generated
     assert done.returncode == 0, done.stderr
     loaded = load_pretrained(run)
     ids = loaded.tokenizer.encode(prompt)
@@ -70,7 +104,7 @@ def test_train_generate_eval_end_to_end(tmp_path: Path, text_file: Path, capsys)
             ids.append(int(logits[0, -1].argmax()))
     assert done.stdout.rstrip("\n") == loaded.tokenizer.decode(ids).rstrip("\n")
     # eval on the run's validation split reproduces the trainer's last evaluation
-    done = _cli("eval", str(run), "--json", env_cache=cache)
+    done = evaluated
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["loss"] == pytest.approx(last_val["loss"], rel=1e-6)
@@ -78,9 +112,9 @@ def test_train_generate_eval_end_to_end(tmp_path: Path, text_file: Path, capsys)
     for key in ("ppl", "bits_per_token", "bits_per_char"):  # one LM evaluation for both
         assert result[key] == pytest.approx(last_val[key], rel=1e-6)
     # --max-seq-len (and its old spelling --block-size) sets the window
-    done = _cli("eval", str(run), "--json", "--max-seq-len", "16", env_cache=cache)
+    done = shorter_run
     shorter = json.loads(done.stdout.strip().splitlines()[-1])
-    done = _cli("eval", str(run), "--json", "--block-size", "16", env_cache=cache)
+    done = old_spelling
     assert "--block-size is deprecated; use --max-seq-len" in done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == shorter != result
     # and another text file is evaluated as a whole

@@ -22,11 +22,8 @@ from attnlab.generation.batching import (
     needs_batch_invariance,
 )
 from attnlab.generation.session import DecoderSession
-from attnlab.interop import resolve_name
-from attnlab.interop.pretrained import from_pretrained
 from attnlab.nn.cache import RaggedKVCache
 from attnlab.nn.quantized import QuantizedLinear
-from required import missing
 
 TIMEOUT = 60.0  # seconds between two events at most (a stuck scheduler fails, never hangs)
 
@@ -379,14 +376,10 @@ def test_a_failing_request_or_callback_ends_only_itself(tiny_decoder):
     assert rude_handle.finished  # closed at the latest by close()
 
 
-def test_smollm2_int4_seeded_request_alone_in_a_batch_and_through_generate():
+def test_smollm2_int4_seeded_request_alone_in_a_batch_and_through_generate(pretrained):  # noqa: ANN001
     """The bundled SmolLM2 (GGUF Q4_1, run packed as `attnlab serve` runs it): its linear
     layers batch with no mode, and a seeded request still gets generate's tokens."""
-    try:
-        resolve_name("smollm2")
-    except FileNotFoundError as err:
-        missing(str(err))
-    loaded = from_pretrained("smollm2", quantized=True)
+    loaded = pretrained("smollm2", quantized=True)  # loaded once per session, shared
     model, tok = loaded.model, loaded.tokenizer
     assert not needs_batch_invariance(model)
     prompt = tok.encode("Once upon a time, in a small village,")

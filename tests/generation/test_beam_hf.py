@@ -111,6 +111,21 @@ def _next_logprobs(ref, prompt: torch.Tensor):  # noqa: ANN202
     return next_logprobs
 
 
+def _remembered(next_logprobs):  # noqa: ANN001, ANN202
+    """``next_logprobs`` computed once per distinct ``tokens``: the reference asks for the
+    same prefixes again and again (its num_beams empty starting beams, and the same prompt
+    under every eos and setting); the model is deterministic, so the answers are the same."""
+    seen: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def remembered(tokens: list[int]) -> torch.Tensor:
+        key = tuple(tokens)
+        if key not in seen:
+            seen[key] = next_logprobs(tokens)
+        return seen[key]
+
+    return remembered
+
+
 def _until_eos(tokens: list[int], eos: int) -> list[int]:
     return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
 
@@ -140,6 +155,7 @@ def test_beam_search_matches_transformers(models, seed: int, num_beams: int) -> 
     for _ in range(2):
         prompt = torch.randint(0, VOCAB, (1, PROMPT), generator=gen)
         free = generate(ours, prompt, GenerationConfig(max_new_tokens=NEW))[0, PROMPT:].tolist()
+        ref_logprobs = _remembered(_next_logprobs(ref, prompt))
         for eos in dict.fromkeys([free[1], free[3]]):
             greedy = generate(ours, prompt, GenerationConfig(max_new_tokens=NEW, eos_token_ids=eos))
             greedy = _until_eos(greedy[0, PROMPT:].tolist(), eos)
@@ -168,7 +184,7 @@ def test_beam_search_matches_transformers(models, seed: int, num_beams: int) -> 
                 case = f"prompt {prompt.tolist()}, eos {eos}, {length_penalty=}, {early_stopping=}"
                 assert got == want, case
                 reference = _reference(
-                    _next_logprobs(ref, prompt),
+                    ref_logprobs,
                     num_beams,
                     (NEW, eos, length_penalty, early_stopping),
                 )
@@ -196,6 +212,7 @@ def test_seq2seq_beam_search_matches_the_reference(tiny_seq2seq, num_beams: int)
         model = tiny_seq2seq("rope", 2, seed=seed, init_std=init_std)
         source = torch.randint(4, 30, (1, 6), generator=gen)
 
+        @_remembered
         @torch.no_grad()
         def next_logprobs(tokens: list[int], model=model, source=source) -> torch.Tensor:
             target = torch.tensor([[bos, *tokens]])

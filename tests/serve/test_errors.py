@@ -227,29 +227,44 @@ def test_one_log_line_per_request(keyed) -> None:
     assert words[-1] == "ms"
 
 
-def _serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "attnlab.cli", "serve", *args],
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=60,
-    )
+def _serve_together(*commands: list[str]) -> list[tuple[int, str]]:
+    """``attnlab serve`` with each argument list, the processes side by side (each pays its
+    own Python and torch start): [(exit status, standard error)] in order."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "attnlab.cli", "serve", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+        )
+        for args in commands
+    ]
+    results = []
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        results.append((proc.returncode, err))
+    return results
 
 
 def test_serve_command_line_errors(tmp_path) -> None:
-    done = _serve(str(tmp_path / "missing"), "--port", str(free_port()))
-    assert done.returncode == 1
-    assert "attnlab serve: error: no such run folder" in done.stderr
     key = tmp_path / "key"
     key.write_text("\n")
-    done = _serve("x", "--api-key-file", str(key))
-    assert done.returncode == 1
-    assert f"attnlab serve: error: {key} holds no API key" in done.stderr
     with socket.socket() as taken:  # a port in use: one line, exit 1
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = _serve(str(tmp_path / "missing"), "--port", str(port))
-    assert done.returncode == 1
-    assert f"attnlab serve: error: could not listen on 127.0.0.1:{port}" in done.stderr
+        missing, keyless, busy = _serve_together(
+            [str(tmp_path / "missing"), "--port", str(free_port())],
+            ["x", "--api-key-file", str(key)],
+            [str(tmp_path / "missing"), "--port", str(port)],
+        )
+    assert missing[0] == 1
+    assert "attnlab serve: error: no such run folder" in missing[1]
+    assert keyless[0] == 1
+    assert f"attnlab serve: error: {key} holds no API key" in keyless[1]
+    assert busy[0] == 1
+    assert f"attnlab serve: error: could not listen on 127.0.0.1:{port}" in busy[1]

@@ -3,7 +3,8 @@ SIGKILL and resumed, and a save that meets a full disk.
 
 Run as ``python fault_harness.py WORKDIR SEED KILLS``; prints one JSON object. It imports
 attnlab and torch once, then forks one child per training process (each child runs the real
-``attnlab train`` command line, ``cli.main``), so a trial costs no interpreter start. The
+``attnlab train`` command line, ``cli.main``), so a trial costs no interpreter start and no
+import (the parent imports what a training process would, torch._dynamo included). The
 parent runs no torch operation before its last fork (no thread pools to inherit).
 
 Each child reports what its checkpoint saves are doing through a pipe (hooks wrapped around
@@ -32,6 +33,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+import torch._dynamo  # noqa: F401  (AdamW's constructor imports it: seconds in every child)
 
 import attnlab.checkpoint as ck
 import attnlab.commands.train  # noqa: F401  (imported before forking, as every verb's code)
@@ -221,6 +224,7 @@ def main() -> None:
         argv += [] if resume else ["--out_dir", str(run), *TRAIN_ARGS]
         return Child(argv, logs / f"{n_logs:03d}.log", **kwargs)
 
+    cli.build_parser()  # imports what every verb's arguments need, once, before forking
     t0 = time.monotonic()
     reference = start(work / "reference", resume=False)
     assert reference.run_until(), "the reference run did not finish"

@@ -188,7 +188,8 @@ def resolve_speed_settings(
         return True
 
     bf16 = detect_bf16(device)
-    no_compile = compile_unavailable_reason(device)
+    # the check imports torch._dynamo (seconds of a process's start): only when it matters
+    no_compile = compile_unavailable_reason(device) if requested.compile is not False else None
     fused_adam = fused_adamw_available(device)
     s = requested
     bf16_on = choose("bf16", s.bf16, bf16.supported, bf16.reason, True)
