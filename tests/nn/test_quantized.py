@@ -120,13 +120,19 @@ def test_int8_packs_again_after_in_place_changes_and_copies() -> None:
         assert torch.equal(clone(x), layer(x))
 
 
-def test_int8_fallback_without_fbgemm(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_int8_fallback_without_fbgemm(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import attnlab.nn.quantized as quantized
 
-    monkeypatch.setattr(quantized, "_fbgemm_pack", lambda codes, scale: None)
+    monkeypatch.setattr(quantized, "_FBGEMM_INT8_MM", None)  # as in a build without it
+    monkeypatch.setattr(quantized, "_fallback_logged", False)
     layer, x = _int8_layer()
+    with caplog.at_level("INFO", logger="attnlab.nn.quantized"):
+        y = layer(x)
     want = torch.ops.aten._weight_int8pack_mm(x.bfloat16(), layer.weight, layer.scales)
-    assert torch.equal(layer(x), want.float())
+    assert torch.equal(y, want.float())
+    assert "not fbgemm: this PyTorch has no fbgemm" in caplog.text  # the reason, logged once
 
 
 def test_int4_prompt_copy_for_prompts_only() -> None:

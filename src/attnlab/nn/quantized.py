@@ -42,6 +42,7 @@ Shapes: N = out_features, K = in_features, G = group_size.
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import torch
@@ -52,18 +53,32 @@ INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the CPU kernel accepts
 # costs about as much as the matrix-vector product of a small layer
 _INT4_MM = torch.ops.aten._weight_int4pack_mm_for_cpu.default
 _INT8_MM = torch.ops.aten._weight_int8pack_mm.default
-_FBGEMM_INT8_MM = torch.ops.quantized.linear_dynamic.default
+try:
+    _FBGEMM_INT8_MM = torch.ops.quantized.linear_dynamic.default
+except (AttributeError, RuntimeError):  # a build without the quantized CPU operators
+    _FBGEMM_INT8_MM = None
 PROMPT_POSITIONS = 32  # from this many positions per sequence, int4 layers use the bf16 copy
 
 
 _RANGE_PINS = torch.tensor([[1.0, -1.0]])  # (1, 2): the two columns that fix fbgemm's range
+logger = logging.getLogger(__name__)
+_fallback_logged = False
+
+
+def _log_fallback(reason: str) -> None:
+    """Say once per process why int8 layers run on the slower bfloat16 kernel."""
+    global _fallback_logged
+    if not _fallback_logged:
+        _fallback_logged = True
+        logger.info("int8 layers run on aten._weight_int8pack_mm, not fbgemm: %s", reason)
 
 
 def _fbgemm_pack(codes: Tensor, scale: Tensor) -> tuple[object, Tensor] | None:
     """fbgemm's prepacked form of ``[W | 0 0]`` with ``W = codes * scale[:, None]`` (codes int8
     (N, K), scale (N,)): two zero columns for the range pins; and W's row sums (1, N). None
     where this PyTorch has no fbgemm."""
-    if "x86" not in torch.backends.quantized.supported_engines:
+    if _FBGEMM_INT8_MM is None or "x86" not in torch.backends.quantized.supported_engines:
+        _log_fallback("this PyTorch has no fbgemm (x86) quantized engine")
         return None
     row_sums = (codes.double().sum(1) * scale.double()).float()[None]  # (1, N)
     codes = torch.cat((codes, codes.new_zeros(codes.shape[0], 2)), dim=1)  # (N, K + 2)
@@ -73,7 +88,8 @@ def _fbgemm_pack(codes: Tensor, scale: Tensor) -> tuple[object, Tensor] | None:
             warnings.simplefilter("ignore")  # quantized tensors are deprecated, still there
             weight = torch._make_per_channel_quantized_tensor(codes, scale.double(), zeros, 0)
             return torch.ops.quantized.linear_prepack(weight, None), row_sums
-    except (RuntimeError, AttributeError):  # built without the quantized CPU engines
+    except (RuntimeError, AttributeError) as error:  # built without the quantized CPU engines
+        _log_fallback(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         return None
 
 
