@@ -126,7 +126,7 @@ def test_int8_fallback_without_fbgemm(
     import attnlab.nn.quantized as quantized
 
     monkeypatch.setattr(quantized, "_FBGEMM_INT8_MM", None)  # as in a build without it
-    monkeypatch.setattr(quantized, "_fallback_logged", False)
+    quantized._log_fallback.cache_clear()  # as in a fresh process
     layer, x = _int8_layer()
     with caplog.at_level("INFO", logger="attnlab.nn.quantized"):
         y = layer(x)

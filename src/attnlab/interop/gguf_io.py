@@ -292,7 +292,9 @@ HEAD_REFINED_TOP = 32
 _PACKABLE = ("in_proj", "out_proj", "gate_up", "fc_out")
 
 
-def _packed_linears(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, QuantizedLinear]:
+def _packed_linears(
+    reader: gguf.GGUFReader, config: ModelConfig, weights: int
+) -> dict[str, QuantizedLinear]:
     """attnlab module name -> ``QuantizedLinear`` for every linear layer that runs packed.
 
     Stored as Q4_0/Q4_1 (every matrix of the blocks, usually): int4, the file's own codes
@@ -306,7 +308,7 @@ def _packed_linears(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, Q
     """
     tensors = {t.name: t for t in reader.tensors}
     # bfloat16 copies for prompts (``QuantizedLinear``'s prompt_copy) while they stay small
-    prompt_copies = sum(int(t.n_elements) for t in reader.tensors) <= PROMPT_COPIES_UP_TO
+    prompt_copies = weights <= PROMPT_COPIES_UP_TO  # weights: the file's total count
 
     def blocks(name: str) -> tuple[np.ndarray, ...] | None:
         t = tensors.get(name)
@@ -427,8 +429,9 @@ def _load(reader: gguf.GGUFReader, path: Path, dtype: torch.dtype, quantized: bo
             f"GGUF architecture {arch!r} is not supported; supported: {', '.join(ARCHITECTURES)}"
         )
     config = _llama_config(reader, {t.name for t in reader.tensors})
-    check_fits_weights(config, sum(int(t.n_elements) for t in reader.tensors))
-    packed = _packed_linears(reader, config) if quantized else {}
+    weights = sum(int(t.n_elements) for t in reader.tensors)
+    check_fits_weights(config, weights)
+    packed = _packed_linears(reader, config, weights) if quantized else {}
     state, names = _llama_state(reader, config, packed)
     if quantized and "lm_head" not in packed:
         head = next(t for t in reader.tensors if t.name == _head_name(config))

@@ -42,6 +42,7 @@ Shapes: N = out_features, K = in_features, G = group_size.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 
@@ -62,15 +63,12 @@ PROMPT_POSITIONS = 32  # from this many positions per sequence, int4 layers use 
 
 _RANGE_PINS = torch.tensor([[1.0, -1.0]])  # (1, 2): the two columns that fix fbgemm's range
 logger = logging.getLogger(__name__)
-_fallback_logged = False
 
 
+@functools.cache
 def _log_fallback(reason: str) -> None:
-    """Say once per process why int8 layers run on the slower bfloat16 kernel."""
-    global _fallback_logged
-    if not _fallback_logged:
-        _fallback_logged = True
-        logger.info("int8 layers run on aten._weight_int8pack_mm, not fbgemm: %s", reason)
+    """Say once per process (and reason) why int8 layers run on the slower bfloat16 kernel."""
+    logger.info("int8 layers run on aten._weight_int8pack_mm, not fbgemm: %s", reason)
 
 
 def _fbgemm_pack(codes: Tensor, scale: Tensor) -> tuple[object, Tensor] | None:
