@@ -7,7 +7,8 @@ through the same ``LlamaLayout`` as a Hugging Face Llama (its config from the ``
 metadata, its tensors named by llama.cpp: ``LlamaLayout(naming="gguf")``); what is GGUF's
 own stays here: dequantizing, and the query/key rows that llama.cpp stores permuted for its
 interleaved RoPE, put back into the rotate-half order. The tokenizer (byte-level BPE) and
-the chat template come from the file's metadata.
+the chat template come from the file's metadata. What ``load_gguf`` builds is kept in the
+prepared-model cache (``attnlab.interop.prepared``) for the next load of the same file.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from attnlab.filecheck import reading
 from attnlab.interop._build import model_from_state
 from attnlab.interop.gguf_check import check_gguf_header
 from attnlab.interop.layouts import LlamaLayout, gguf_llama_name, to_attnlab
+from attnlab.interop.prepared import prepared_entry, read_prepared, write_prepared
 from attnlab.models import DecoderLM
 from attnlab.models.sizes import check_fits_weights
 from attnlab.nn.quantized import QuantizedLinear, int4_supported
@@ -415,11 +417,35 @@ def load_gguf(
     (bfloat16 activations; see ``_packed_linears`` for which layers), for fast inference on
     a CPU; the rest of the model is in ``dtype``. The model can no longer be trained or
     exported.
+
+    The first load of a file with a given ``dtype`` and ``quantized`` stores the result in
+    the prepared-model cache, which later loads map instead of reading the file again
+    (``attnlab.interop.prepared``; ``ATTNLAB_NO_PREPARED_CACHE=1`` turns it off).
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such GGUF file: {path}")
+    # the prepared-model cache (attnlab.interop.prepared): a hit skips the header check too,
+    # done when the entry was written from this same file (its key has the file's mtime)
+    entry = prepared_entry(path, dtype, quantized)
+    cached = read_prepared(entry, dtype) if entry is not None else None
+    if cached is not None:
+        model, tokenizer, template = cached
+        _log_packed(model, path)
+        return GGUFContents(model, tokenizer, template)
     reader = open_gguf(path)
     with reading(path, "not a usable GGUF model"):
-        return _load(reader, path, dtype, quantized)
+        contents = _load(reader, path, dtype, quantized)
+    if entry is not None:
+        model, tokenizer, template = contents.model, contents.tokenizer, contents.chat_template
+        write_prepared(entry, path, model, tokenizer, template, dtype, quantized)
+    return contents
+
+
+def _log_packed(model: DecoderLM, path: Path) -> None:
+    packed = sum(isinstance(m, QuantizedLinear) for m in model.modules())
+    if packed:
+        logger.info("%d linear layers run packed (%s)", packed, path)
 
 
 def _load(reader: gguf.GGUFReader, path: Path, dtype: torch.dtype, quantized: bool) -> GGUFContents:
@@ -444,8 +470,7 @@ def _load(reader: gguf.GGUFReader, path: Path, dtype: torch.dtype, quantized: bo
     model = model_from_state(config, state, names, dtype=dtype)
     for name, layer in packed.items():
         model.set_submodule(name, layer)
-    if packed:
-        logger.info("%d linear layers run packed (%s)", len(packed), path)
+    _log_packed(model, path)
     template = _field(reader, "tokenizer.chat_template")
     if template is not None and not isinstance(template, str):
         raise ValueError(f"metadata tokenizer.chat_template is a {type(template).__name__}")
