@@ -119,10 +119,17 @@ def test_tiny_cached_load_is_the_fresh_load(
         assert cached.model.lm_head.refine_top == fresh.model.lm_head.refine_top > 0
     ids = torch.randint(0, 128, (1, 40), generator=torch.Generator().manual_seed(0))
     _assert_same_load(cached, fresh, ids)  # 40 positions: the prompt copies run too
-    if not quantized:  # a tied head is tied again, and the model is still a float model
+    table = cached.model.stack.embeddings.tokens.weight
+    if not quantized:  # a tied head is tied again
+        assert cached.model.lm_head.weight is table
+    prepare_for_decoding(cached.model)
+    prepare_for_decoding(fresh.model)
+    if quantized:  # a table only looked up is not copied column-major
+        assert cached.model.stack.embeddings.tokens.weight is table and table.is_contiguous()
+    else:  # the head multiplies by it: column-major, still tied
         assert cached.model.lm_head.weight is cached.model.stack.embeddings.tokens.weight
-        prepare_for_decoding(cached.model)
-        assert cached.model.lm_head.weight is cached.model.stack.embeddings.tokens.weight
+        assert cached.model.lm_head.weight.t().is_contiguous()
+    _assert_same_load(cached, fresh, ids)  # and both re-stored alike
 
 
 def test_cached_tensors_are_private_memory(tmp_path: Path, cache: Path) -> None:
