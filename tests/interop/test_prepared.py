@@ -232,6 +232,17 @@ def test_a_write_that_dies_midway_leaves_no_entry(
     assert list(cache.iterdir()) == []
 
 
+def test_an_entry_another_process_wrote_meanwhile_is_kept(tmp_path: Path, cache: Path) -> None:
+    path = _tiny(tmp_path)
+    loaded = load_gguf(path, quantized=True)
+    (entry,) = _entries(cache)
+    inode = (entry / "model.safetensors").stat().st_ino
+    contents = loaded.model, loaded.tokenizer, loaded.chat_template
+    prepared.write_prepared(entry, path, *contents, torch.float32, True)  # lost the race
+    assert (entry / "model.safetensors").stat().st_ino == inode
+    assert list(cache.iterdir()) == [entry]  # no temporary folder left
+
+
 def test_the_opt_out_variable_bypasses_the_cache(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -438,7 +438,8 @@ def load_gguf(
         contents = _load(reader, path, dtype, quantized)
     if entry is not None:
         model, tokenizer, template = contents.model, contents.tokenizer, contents.chat_template
-        write_prepared(entry, path, model, tokenizer, template, dtype, quantized)
+        damaged = entry.is_dir()  # there, but not read: replaced
+        write_prepared(entry, path, model, tokenizer, template, dtype, quantized, replace=damaged)
     return contents
 
 

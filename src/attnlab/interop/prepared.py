@@ -195,9 +195,12 @@ def write_prepared(
     chat_template: str | None,
     dtype: torch.dtype,
     quantized: bool,
+    *,
+    replace: bool = False,
 ) -> None:
-    """Store a load of ``source`` as ``entry`` (a ``prepared_entry`` folder); any failure is
-    logged, never raised."""
+    """Store a load of ``source`` as ``entry`` (a ``prepared_entry`` folder); ``replace``: an
+    entry already there could not be read and is replaced. Any failure is logged, never
+    raised."""
     start = time.perf_counter()
     manifest = {
         "format": PREPARED_FORMAT,
@@ -221,7 +224,7 @@ def write_prepared(
             (tmp / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
             (tmp / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
             fsync_tree(tmp)
-            _publish(tmp, entry)
+            _publish(tmp, entry, replace)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         _prune(entry, manifest)
@@ -231,10 +234,11 @@ def write_prepared(
     logger.info("prepared model cache written: %s (%.2f s)", entry, time.perf_counter() - start)
 
 
-def _publish(tmp: Path, entry: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``entry``, replacing an entry that is there
-    (one that could not be read); another process's entry that won the race is kept."""
-    if entry.exists():
+def _publish(tmp: Path, entry: Path, replace: bool) -> None:
+    """Rename the finished folder ``tmp`` to ``entry``. An entry already there is replaced
+    when ``replace`` (it could not be read), else kept (another process wrote it meanwhile,
+    from the same file)."""
+    if replace and entry.exists():
         old = entry.with_name(f".old-{entry.name}-{os.getpid()}")
         try:
             entry.rename(old)
@@ -245,9 +249,9 @@ def _publish(tmp: Path, entry: Path) -> None:
     try:
         tmp.rename(entry)
     except OSError:
-        if not (entry / MANIFEST).is_file():
+        if not entry.is_dir():
             raise
-        return  # written by another process meanwhile: the same content
+        return  # another process's entry won the race
     fsync_dir(entry.parent)
 
 
