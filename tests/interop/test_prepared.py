@@ -217,6 +217,20 @@ def test_an_unwritable_cache_folder_is_logged_and_the_load_goes_on(
     assert isinstance(loaded.model.lm_head, QuantizedLinear)
 
 
+def test_a_key_that_cannot_be_made_is_logged_and_the_load_goes_on(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unreadable() -> str:
+        raise PermissionError(13, "Permission denied")  # attnlab's source, say
+
+    monkeypatch.setattr(prepared, "_code_version", unreadable)
+    with caplog.at_level(logging.WARNING, logger="attnlab"):
+        loaded = load_gguf(_tiny(tmp_path), quantized=True)
+    (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "not used" in record.getMessage() and "Permission denied" in record.getMessage()
+    assert isinstance(loaded.model.lm_head, QuantizedLinear) and not cache.exists()
+
+
 def test_a_write_that_dies_midway_leaves_no_entry(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

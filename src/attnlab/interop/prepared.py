@@ -66,7 +66,8 @@ _STALE_TMP_S = 3600  # temporary folders older than this are a crashed writer's:
 # layers, 212 MB of copies) mapping them from the page cache and touching every page took
 # 0.02 s, rebuilding them from unpacked codes (QuantizedLinear.from_int4's arithmetic)
 # 0.08 s, plus reading and unpacking the codes, which the kernel's packed layout does not
-# give back cheaply (measured on the shared 2-core machine, one run each).
+# give back cheaply (measured on the shared 2-core machine, one run each). The whole load
+# from the cache then takes 0.12-0.2 s, against 1.6-2.0 s from the GGUF file.
 
 
 def prepared_enabled() -> bool:
@@ -89,25 +90,30 @@ def _code_version() -> str:
 
 def prepared_entry(path: Path, dtype: torch.dtype, quantized: bool) -> Path | None:
     """The cache folder for loading the GGUF file ``path`` with ``dtype`` and ``quantized``
-    (it may not exist yet); None when the cache is off."""
+    (it may not exist yet); None when the cache is off, or when the key cannot be made
+    (logged: no home folder, attnlab's source not readable)."""
     if not prepared_enabled():
         return None
-    path = path.resolve()
-    stat = path.stat()
-    key = {
-        "format": PREPARED_FORMAT,
-        "path": str(path),
-        "inode": stat.st_ino,
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "dtype": str(dtype),
-        "quantized": quantized,
-        "torch": torch.__version__,
-        "cpu": torch.backends.cpu.get_cpu_capability(),
-        "code": _code_version(),
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
-    return cache_dir() / "prepared" / digest[:32]
+    try:
+        path = path.resolve()
+        stat = path.stat()
+        key = {
+            "format": PREPARED_FORMAT,
+            "path": str(path),
+            "inode": stat.st_ino,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "dtype": str(dtype),
+            "quantized": quantized,
+            "torch": torch.__version__,
+            "cpu": torch.backends.cpu.get_cpu_capability(),
+            "code": _code_version(),
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
+        return cache_dir() / "prepared" / digest[:32]
+    except Exception as err:  # noqa: BLE001 - the cache never fails a load
+        logger.warning("prepared model cache not used for %s: %s", path, bad_file(path, err))
+        return None
 
 
 def _packed_spec(layer: QuantizedLinear) -> dict[str, Any]:
