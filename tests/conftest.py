@@ -1,5 +1,12 @@
+import os
+
 import pytest
 import torch
+
+# The prepared-model cache (attnlab.interop.prepared) is off for the whole suite, the
+# subprocesses it starts included: every GGUF load would write its model (hundreds of MB for
+# SmolLM2) into the cache folder. tests/interop/test_prepared.py turns it on in a tmp folder.
+os.environ["ATTNLAB_NO_PREPARED_CACHE"] = "1"
 
 
 @pytest.fixture(autouse=True)

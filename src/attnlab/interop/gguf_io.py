@@ -7,21 +7,21 @@ through the same ``LlamaLayout`` as a Hugging Face Llama (its config from the ``
 metadata, its tensors named by llama.cpp: ``LlamaLayout(naming="gguf")``); what is GGUF's
 own stays here: dequantizing, and the query/key rows that llama.cpp stores permuted for its
 interleaved RoPE, put back into the rotate-half order. The tokenizer (byte-level BPE) and
-the chat template come from the file's metadata.
+the chat template come from the file's metadata. What ``load_gguf`` builds is kept in the
+prepared-model cache (``attnlab.interop.prepared``) for the next load of the same file.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import gguf
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType as Q
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 from torch import Tensor
@@ -29,44 +29,63 @@ from torch import Tensor
 from attnlab.config import ModelConfig
 from attnlab.filecheck import reading
 from attnlab.interop._build import model_from_state
-from attnlab.interop.gguf_check import check_gguf_header
 from attnlab.interop.layouts import LlamaLayout, gguf_llama_name, to_attnlab
+from attnlab.interop.prepared import prepared_entry, read_prepared, write_prepared
 from attnlab.models import DecoderLM
 from attnlab.models.sizes import check_fits_weights
 from attnlab.nn.quantized import QuantizedLinear, int4_supported
 from attnlab.tokenizers import Tokenizer
 
+if TYPE_CHECKING:  # imported where a file is read: a load from the prepared cache never is
+    import gguf
+    from gguf import GGMLQuantizationType as Q
+
 logger = logging.getLogger(__name__)
 
-_FAST = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1)
-_VIA_GGUF = (Q.Q5_0, Q.Q5_1, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
-SUPPORTED_TYPES = tuple(t.name for t in _FAST + _VIA_GGUF)
+# GGUF tensor types by name (``GGMLQuantizationType.name``)
+_FAST = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
+_VIA_GGUF = ("Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+SUPPORTED_TYPES = _FAST + _VIA_GGUF
 ARCHITECTURES = ("llama",)
 
 
-class _Reader(gguf.GGUFReader):
-    """``GGUFReader`` over a plain ndarray view of its memory map.
+def _type_name(qtype: Q) -> str:
+    return str(getattr(qtype, "name", qtype))
 
-    Every slice of an ``np.memmap`` goes through ``memmap.__array_finalize__``; on a file
-    with a 49k-token vocabulary that is most of the time spent reading the metadata.
-    The view still shares the mapped memory.
-    """
 
-    def _get(self, offset, dtype, count=1, override_order=None):  # noqa: ANN001, ANN202
-        if type(self.data) is np.memmap:
-            self.data = self.data.view(np.ndarray)
-        return super()._get(offset, dtype, count, override_order)
+@functools.cache
+def _reader_class() -> type[gguf.GGUFReader]:
+    """``_Reader``, made on first use: ``gguf`` (30 ms to import) is imported only when a
+    file is read."""
+    import gguf
+
+    class _Reader(gguf.GGUFReader):
+        """``GGUFReader`` over a plain ndarray view of its memory map.
+
+        Every slice of an ``np.memmap`` goes through ``memmap.__array_finalize__``; on a file
+        with a 49k-token vocabulary that is most of the time spent reading the metadata.
+        The view still shares the mapped memory.
+        """
+
+        def _get(self, offset, dtype, count=1, override_order=None):  # noqa: ANN001, ANN202
+            if type(self.data) is np.memmap:
+                self.data = self.data.view(np.ndarray)
+            return super()._get(offset, dtype, count, override_order)
+
+    return _Reader
 
 
 def open_gguf(path: str | Path) -> gguf.GGUFReader:
     """The reader of a GGUF file whose header was checked first (``check_gguf_header``):
     a broken or hostile file is one ``BadFileError`` naming it."""
+    from attnlab.interop.gguf_check import check_gguf_header  # imports gguf: see _reader_class
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such GGUF file: {path}")
     check_gguf_header(path)
     with reading(path, "not a readable GGUF file"):
-        return _Reader(path, "c")  # copy-on-write: writable views without touching the file
+        return _reader_class()(path, "c")  # copy-on-write: writable views without touching the file
 
 
 def _scales(blocks: np.ndarray, start: int) -> np.ndarray:
@@ -97,16 +116,17 @@ def int4_codes(
     scale, zero float32 (N, K/32), with ``w = (code - 8) * scale + zero``
     (``QuantizedLinear.from_int4``'s convention): Q4_0 ``d * (q - 8)`` is scale d, zero 0;
     Q4_1 ``d * q + m`` is scale d, zero m + 8 d."""
-    if qtype not in (Q.Q4_0, Q.Q4_1):
+    kind = _type_name(qtype)
+    if kind not in INT4_TYPES:
         raise ValueError(
-            f"tensor {name!r} uses GGUF type {getattr(qtype, 'name', qtype)}; the packed int4 "
-            f"path takes only {', '.join(INT4_TYPES)}"
+            f"tensor {name!r} uses GGUF type {kind}; the packed int4 path takes only "
+            f"{', '.join(INT4_TYPES)}"
         )
     rows, cols = shape
     if cols % 32:
         raise ValueError(f"tensor {name!r} has {cols} columns, not a multiple of 32")
     groups = (rows, cols // 32)
-    if qtype == Q.Q4_0:
+    if kind == "Q4_0":
         blocks = data.reshape(-1, 18)  # (N * K/32, 2 + 16)
         scale = _scales(blocks, 0)
         zero = np.zeros_like(scale)
@@ -133,24 +153,27 @@ def _dequantize(data: np.ndarray, qtype: Q, shape: tuple[int, ...], name: str) -
     Q4_0 block: float16 d, 16 bytes of 4-bit q      -> d * (q - 8)
     Q4_1 block: float16 d, float16 m, 16 bytes of q -> d * q + m
     """
-    if qtype in _VIA_GGUF:
+    kind = _type_name(qtype)
+    if kind in _VIA_GGUF:
+        import gguf.quants
+
         values = gguf.quants.dequantize(data, qtype).astype(np.float32)
-    elif qtype not in _FAST:
+    elif kind not in _FAST:
         raise ValueError(
-            f"tensor {name!r} uses GGUF type {getattr(qtype, 'name', qtype)}, which attnlab "
-            f"cannot dequantize; supported: {', '.join(SUPPORTED_TYPES)}"
+            f"tensor {name!r} uses GGUF type {kind}, which attnlab cannot dequantize; "
+            f"supported: {', '.join(SUPPORTED_TYPES)}"
         )
-    elif qtype == Q.F32:
+    elif kind == "F32":
         values = np.array(data, dtype=np.float32)
-    elif qtype == Q.F16:
+    elif kind == "F16":
         values = data.view(np.float16).astype(np.float32)
-    elif qtype == Q.BF16:  # the high half of a float32
+    elif kind == "BF16":  # the high half of a float32
         values = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-    elif qtype == Q.Q8_0:
+    elif kind == "Q8_0":
         blocks = data.reshape(-1, 34)  # (N, 2 + 32)
         values = blocks[:, 2:].view(np.int8).astype(np.float32)
         values *= _scales(blocks, 0)
-    elif qtype == Q.Q4_0:
+    elif kind == "Q4_0":
         blocks = data.reshape(-1, 18)  # (N, 2 + 16)
         values = _nibbles(blocks[:, 2:])
         values -= 8.0
@@ -415,11 +438,36 @@ def load_gguf(
     (bfloat16 activations; see ``_packed_linears`` for which layers), for fast inference on
     a CPU; the rest of the model is in ``dtype``. The model can no longer be trained or
     exported.
+
+    The first load of a file with a given ``dtype`` and ``quantized`` stores the result in
+    the prepared-model cache, which later loads map instead of reading the file again
+    (``attnlab.interop.prepared``; ``ATTNLAB_NO_PREPARED_CACHE=1`` turns it off).
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such GGUF file: {path}")
+    # the prepared-model cache (attnlab.interop.prepared): a hit skips the header check too,
+    # done when the entry was written from this same file (its key has the file's mtime)
+    entry = prepared_entry(path, dtype, quantized)
+    cached = read_prepared(entry, dtype) if entry is not None else None
+    if cached is not None:
+        model, tokenizer, template = cached
+        _log_packed(model, path)
+        return GGUFContents(model, tokenizer, template)
     reader = open_gguf(path)
     with reading(path, "not a usable GGUF model"):
-        return _load(reader, path, dtype, quantized)
+        contents = _load(reader, path, dtype, quantized)
+    if entry is not None:
+        model, tokenizer, template = contents.model, contents.tokenizer, contents.chat_template
+        damaged = entry.is_dir()  # there, but not read: replaced
+        write_prepared(entry, path, model, tokenizer, template, dtype, quantized, replace=damaged)
+    return contents
+
+
+def _log_packed(model: DecoderLM, path: Path) -> None:
+    packed = sum(isinstance(m, QuantizedLinear) for m in model.modules())
+    if packed:
+        logger.info("%d linear layers run packed (%s)", packed, path)
 
 
 def _load(reader: gguf.GGUFReader, path: Path, dtype: torch.dtype, quantized: bool) -> GGUFContents:
@@ -435,7 +483,7 @@ def _load(reader: gguf.GGUFReader, path: Path, dtype: torch.dtype, quantized: bo
     state, names = _llama_state(reader, config, packed)
     if quantized and "lm_head" not in packed:
         head = next(t for t in reader.tensors if t.name == _head_name(config))
-        if head.tensor_type == Q.Q8_0:
+        if head.tensor_type.name == "Q8_0":
             # requantized from the table already dequantized for the state, not read again
             tied = config.tie_embeddings
             dense = "stack.embeddings.tokens.weight" if tied else "lm_head.weight"
@@ -444,8 +492,7 @@ def _load(reader: gguf.GGUFReader, path: Path, dtype: torch.dtype, quantized: bo
     model = model_from_state(config, state, names, dtype=dtype)
     for name, layer in packed.items():
         model.set_submodule(name, layer)
-    if packed:
-        logger.info("%d linear layers run packed (%s)", len(packed), path)
+    _log_packed(model, path)
     template = _field(reader, "tokenizer.chat_template")
     if template is not None and not isinstance(template, str):
         raise ValueError(f"metadata tokenizer.chat_template is a {type(template).__name__}")

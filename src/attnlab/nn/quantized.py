@@ -46,6 +46,7 @@ import functools
 import logging
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -78,7 +79,10 @@ def _fbgemm_pack(codes: Tensor, scale: Tensor) -> tuple[object, Tensor] | None:
     if _FBGEMM_INT8_MM is None or "x86" not in torch.backends.quantized.supported_engines:
         _log_fallback("this PyTorch has no fbgemm (x86) quantized engine")
         return None
-    row_sums = (codes.double().sum(1) * scale.double()).float()[None]  # (1, N)
+    # exact integer row sums: numpy reduces int8 rows into int64 10x faster than torch does
+    # through float64 (0.01 vs 0.11 s for SmolLM2's head, on the way to the first token)
+    sums = torch.from_numpy(codes.numpy().sum(1, dtype=np.int64))  # (N,)
+    row_sums = (sums.double() * scale.double()).float()[None]  # (1, N)
     codes = torch.cat((codes, codes.new_zeros(codes.shape[0], 2)), dim=1)  # (N, K + 2)
     zeros = torch.zeros(scale.shape, dtype=torch.long)
     try:
