@@ -1,5 +1,17 @@
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
+
+# The suite never reads or writes the user's cache (~/.cache/attnlab): a compiled decoding
+# step made there by `attnlab compile` or a bench would change which step decodes (its
+# logits agree with the recorded step's to rounding, not bit for bit). Set before any test
+# runs, so that the subprocesses the tests start inherit it; a test may point it elsewhere.
+os.environ["ATTNLAB_CACHE"] = tempfile.mkdtemp(prefix="attnlab-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["ATTNLAB_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
