@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from attnlab.cli import main
+from attnlab.data.cache import CACHE_ENV
 from attnlab.generation import DecoderSession, GenerationConfig, generate
 from attnlab.generation import compiled as compiled_module
 from attnlab.generation.batching import BatchScheduler, DecodeRequest, TokenEvent
@@ -23,7 +24,7 @@ def packages(tmp_path_factory):  # noqa: ANN201
     """$ATTNLAB_CACHE in a folder of this module's own."""
     with pytest.MonkeyPatch.context() as patch:
         root = tmp_path_factory.mktemp("cache")
-        patch.setenv(compiled_module.CACHE_ENV, str(root))
+        patch.setenv(CACHE_ENV, str(root))
         patch.delenv(compiled_module.DISABLE_ENV, raising=False)
         yield root / "compiled"
 
@@ -174,7 +175,7 @@ def test_compile_command(model, tmp_path, capsys, monkeypatch):
     # the same weights saved and loaded again: the package made above is found by content
     assert main(["compile", str(tmp_path / "tiny"), "--for", "generate"]) == 0
     assert "already compiled" in capsys.readouterr().out
-    monkeypatch.setenv(compiled_module.CACHE_ENV, str(tmp_path / "cache"))  # none there yet
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # none there yet
     assert main(["compile", str(tmp_path / "tiny"), "--for", "generate"]) == 0
     out = capsys.readouterr().out
     assert "compiled in" in out and str(tmp_path / "cache" / "compiled") in out

@@ -48,13 +48,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from attnlab.data.cache import cache_dir
 from attnlab.models.decoder import DecoderLM
 from attnlab.nn.cache import KVCache
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the graph's inputs or outputs change
-CACHE_ENV = "ATTNLAB_CACHE"  # the cache root, as in attnlab.data.cache
 DISABLE_ENV = "ATTNLAB_COMPILED_STEP"  # "0": never use a compiled step
 MAX_POSITIONS = 8192  # the longest cache a package serves
 CHECK_TOLERANCE = 0.05  # max |compiled - eager| logit at load, relative to the largest logit
@@ -63,8 +63,7 @@ _SAMPLE = 4096  # values of each tensor that enter the key
 
 def packages_folder() -> Path:
     """``$ATTNLAB_CACHE/compiled`` (default ``~/.cache/attnlab/compiled``)."""
-    root = os.environ.get(CACHE_ENV) or str(Path.home() / ".cache" / "attnlab")
-    return Path(root) / "compiled"
+    return cache_dir() / "compiled"
 
 
 def compilable(model: nn.Module) -> str | None:
