@@ -3,7 +3,8 @@ against llama.cpp on the same file, in one run: decoding speed, prompt processin
 and perplexity.
 
     PYTHONPATH=src python bench/pretrained.py [--new-tokens 200] [--rounds 3] [--threads N]
-        [--pp-tokens 256] [--ppl-tokens 8192] [--window 512] [--no-llamacpp] [--transformers]
+        [--pp-tokens 256] [--ppl-tokens 8192] [--window 512] [--no-llamacpp] [--no-compiled]
+        [--transformers]
 
 Each engine runs in a fresh process of its own, one after the other, never at once:
 attnlab as ``attnlab chat`` runs it by default (``from_pretrained("smollm2",
@@ -14,6 +15,11 @@ private cache folder by ``bench/_llamacpp.py``, never into the project's environ
 first run pays several minutes of compiling), with ``n_threads`` equal to attnlab's torch
 threads. Both engines get the same token ids (attnlab's tokenizer), greedy:
 
+- the compiled step: a first process makes SmolLM2's compiled one-token step
+  (``attnlab.generation.compiled``, what ``attnlab compile smollm2`` does) unless this
+  machine has it: the "warm cache" of the issue's load target. attnlab then decodes through
+  it, as chat and generate do; a last process decodes through the recorded step instead
+  (``--no-compiled``: only that), the compiled step's anchor in the same run;
 - decode: the chat-templated prompt, exactly ``--new-tokens`` new tokens at batch 1
   (end-of-text suppressed in both), timed from the prompt to the last new token (prefill
   included, as in earlier runs; the rate after the first token is printed too), best of
@@ -135,9 +141,31 @@ def _attnlab_ppl(model, ids: list[int], window: int) -> tuple[float, float]:  # 
     return perplexity(parts), time.perf_counter() - start
 
 
+def worker_compile(spec: dict[str, Any]) -> dict[str, Any]:
+    """The compiled one-token step of the packed model as ``attnlab chat`` runs it, made
+    unless this machine has it already (``attnlab compile smollm2``)."""
+    import torch
+
+    import attnlab
+    from attnlab.generation.compiled import compile_step, load_step, step_key
+    from attnlab.interop import prepare_for_decoding
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    model = prepare_for_decoding(attnlab.from_pretrained("smollm2", quantized=True).model)
+    if load_step(model) is not None:
+        return {"made": False, "compile_s": None, "key": step_key(model)}
+    start = time.perf_counter()
+    compile_step(model)
+    return {"made": True, "compile_s": time.perf_counter() - start, "key": step_key(model)}
+
+
 def worker_attnlab(spec: dict[str, Any]) -> dict[str, Any]:
-    """The packed int4 model as ``attnlab chat`` runs it; also tokenizes the bench's texts."""
+    """The packed int4 model as ``attnlab chat`` runs it; also tokenizes the bench's texts.
+    ``spec["compiled"]``: decode through the compiled step (where made), else the recorded
+    one; ``spec["decode_only"]``: stop after the decoding rounds."""
     begin = time.perf_counter()
+    os.environ["ATTNLAB_COMPILED_STEP"] = "1" if spec["compiled"] else "0"
     import torch
 
     import attnlab
@@ -158,6 +186,16 @@ def worker_attnlab(spec: dict[str, Any]) -> dict[str, Any]:
 
     model, n, rounds = loaded.model, spec["new_tokens"], spec["rounds"]
     total, stamps, tokens = _best(lambda: _attnlab_decode(model, ids, n), rounds)
+    from attnlab.generation.compiled import load_step
+
+    decoding = {
+        "decode_s": total,
+        "decode_first_s": stamps[0],
+        "tokens": tokens,
+        "compiled_step": load_step(model) is not None,  # looked up by the warm-up already
+    }
+    if spec.get("decode_only"):
+        return decoding
     corpus = corpus_path("shakespeare").read_text(encoding="utf-8")[:CORPUS_CHARS]
     corpus_ids = loaded.tokenizer.encode(corpus)
     if len(corpus_ids) < max(spec["ppl_tokens"], spec["pp_tokens"]):
@@ -173,9 +211,7 @@ def worker_attnlab(spec: dict[str, Any]) -> dict[str, Any]:
         "ready_wall": ready_wall,
         "first_token_wall": ready_wall + (encoded - ready) + warm[0],
         "first_step_s": warm[1] - warm[0],  # the first one-token step (its recording)
-        "decode_s": total,
-        "decode_first_s": stamps[0],
-        "tokens": tokens,
+        **decoding,
         "prompt_ids": ids[0].tolist(),
         "pp_ids": pp_ids,
         "ppl_ids": ppl_ids,
@@ -294,7 +330,12 @@ def worker_llamacpp(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-WORKERS = {"attnlab": worker_attnlab, "float32": worker_float32, "llamacpp": worker_llamacpp}
+WORKERS = {
+    "compile": worker_compile,
+    "attnlab": worker_attnlab,
+    "float32": worker_float32,
+    "llamacpp": worker_llamacpp,
+}
 
 
 def _spawn(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -438,6 +479,9 @@ def main() -> None:
     parser.add_argument("--ppl-tokens", type=int, default=8192)
     parser.add_argument("--window", type=int, default=512, help="perplexity window")
     parser.add_argument("--no-llamacpp", action="store_true", help="attnlab only")
+    parser.add_argument(
+        "--no-compiled", action="store_true", help="attnlab on its recorded step only"
+    )
     parser.add_argument("--transformers", action="store_true", help="also transformers")
     parser.add_argument("--worker", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -467,9 +511,13 @@ def main() -> None:
         "ppl_tokens": args.ppl_tokens,
         "window": args.window,
     }
-    ours = _spawn("attnlab", spec)
+    made = None if args.no_compiled else _spawn("compile", spec)
+    ours = _spawn("attnlab", {**spec, "compiled": not args.no_compiled})
     shared = {k: ours[k] for k in ("threads", "prompt_ids", "pp_ids", "ppl_ids")}
     spec.update(shared)
+    recorded = ours  # the anchor of the compiled step: the recorded one, same run
+    if not args.no_compiled:
+        recorded = _spawn("attnlab", {**spec, "compiled": False, "decode_only": True})
     f32 = _spawn("float32", spec)
     ref = None
     if site is not None:
@@ -480,6 +528,7 @@ def main() -> None:
 
     nan = float("nan")
     tok_s = n / ours["decode_s"]
+    recorded_tok_s = n / recorded["decode_s"]
     decode_only = (n - 1) / (ours["decode_s"] - ours["decode_first_s"])
     pp_tok_s = args.pp_tokens / ours["pp_s"]
     start_s = ours["ready_wall"] - ours["spawn_wall"]
@@ -524,7 +573,13 @@ def main() -> None:
     for name, a, b, fmt in table:
         print(f"{name:<28}{a:>14{fmt}}{b:>12{fmt}}")
     print(f"attnlab float32 perplexity: {f32['ppl']:.3f} (windows of {args.window} tokens)")
-    print(f"attnlab's first one-token step (recording it): {ours['first_step_s']:.2f} s")
+    step_kind = "compiled" if ours["compiled_step"] else "recorded"
+    print(f"attnlab decoded through its {step_kind} one-token step")
+    if made is not None:
+        how = f"made in {made['compile_s']:.0f} s" if made["made"] else "found on disk"
+        print(f"  the compiled step ({made['key']}): {how}")
+        print(f"  the recorded step in a process of its own: {recorded_tok_s:.1f} tokens/s")
+    print(f"attnlab's first one-token step (loading or recording it): {ours['first_step_s']:.2f} s")
     same, lead = _agreement(ours["tokens"], f32["tokens"])
     print(f"int4 vs float32 greedy tokens: same at {same}/{n} steps, first {lead} identical")
     if best:
@@ -560,6 +615,9 @@ def main() -> None:
         "llamacpp_tok_s": r(ref_tok_s),
         "speedup_vs_llamacpp": r(speedup),
         "decode_only_tok_s": r(decode_only),
+        "compiled_step": ours["compiled_step"],
+        "recorded_tok_s": r(recorded_tok_s),
+        "compile_s": r(made["compile_s"]) if made and made["made"] else None,
         "llamacpp_decode_only_tok_s": r(ref_decode_only),
         "pp_tok_s": r(pp_tok_s, 1),
         "llamacpp_pp_tok_s": r(ref_pp, 1),

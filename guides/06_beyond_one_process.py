@@ -165,13 +165,17 @@ assert "".join(pieces) == answer
 # `/v1/completions` there, both sampling with temperature 0.8, top-p 0.9 and seed 7. Two
 # requests, seeds 7 and 8, are sent at the same time, so the server decodes them side by
 # side in one batch. Below you will see the continuations of seed 7 from `generate` and
-# from the server, equal, and that of seed 8, which differs.
+# from the server, equal, and that of seed 8, which differs. (`compiled_step=False`: where
+# `attnlab compile` has made a compiled step for this model, `generate` would use it, and
+# its logits agree with the server's recorded step to rounding, not bit for bit.)
 
 # %%
 lm, tokenizer = smollm.model, smollm.tokenizer
 prompt = "The best thing about living by the sea is"
 n_new = 12 if FAST else 40
-config = GenerationConfig(max_new_tokens=n_new, do_sample=True, temperature=0.8, top_p=0.9, seed=7)
+config = GenerationConfig(
+    max_new_tokens=n_new, do_sample=True, temperature=0.8, top_p=0.9, seed=7, compiled_step=False
+)
 ids = torch.tensor([tokenizer.encode(prompt)])
 local = tokenizer.decode(generate(lm, ids, config)[0, ids.shape[1] :].tolist())
 ask = dict(model="smollm2", prompt=prompt, max_tokens=n_new, temperature=0.8, top_p=0.9)

@@ -1,12 +1,22 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
 
-# The prepared-model cache (attnlab.interop.prepared) is off for the whole suite, the
-# subprocesses it starts included: every GGUF load would write its model (hundreds of MB for
-# SmolLM2) into the cache folder. tests/interop/test_prepared.py turns it on in a tmp folder.
+# Set before any test runs, so that the subprocesses the tests start inherit them; a test
+# may change them for itself.
+# The prepared-model cache (attnlab.interop.prepared) is off for the whole suite: every GGUF
+# load would write its model (hundreds of MB for SmolLM2) into the cache folder.
+# tests/interop/test_prepared.py turns it on in a tmp folder.
 os.environ["ATTNLAB_NO_PREPARED_CACHE"] = "1"
+# The suite never reads or writes the user's cache (~/.cache/attnlab): a compiled decoding
+# step made there by `attnlab compile` or a bench would change which step decodes (its
+# logits agree with the recorded step's to rounding, not bit for bit).
+os.environ["ATTNLAB_CACHE"] = tempfile.mkdtemp(prefix="attnlab-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["ATTNLAB_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

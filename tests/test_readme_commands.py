@@ -35,6 +35,9 @@ COMMAND_SERVER = Path(__file__).with_name("command_server.py")
 SKIP = {
     # needs a CUDA GPU (skipped only where there is none)
     "attnlab train shakespeare-char --device cuda": "no CUDA device",
+    # ~40 s of compiling SmolLM2: tests/generation/test_compiled.py runs the command on a
+    # tiny model instead
+    "attnlab compile smollm2": "too slow for the suite",
 }
 # ``make`` lines and Python blocks are not collected: only lines of ```bash blocks that
 # start with ``attnlab`` (or a shell ``for`` loop around it) are commands of attnlab.

@@ -24,6 +24,7 @@ from attnlab.commands import (
     train,
     translate,
 )
+from attnlab.commands import compile as compile_
 from attnlab.commands import eval as eval_
 from attnlab.commands import generate as generate_
 
@@ -40,6 +41,7 @@ VERBS: dict[str, ModuleType] = {
     "plot": plot,
     "positions": positions,
     "chat": chat,
+    "compile": compile_,
     "embed": embed,
     "export": export,
     "serve": serve,

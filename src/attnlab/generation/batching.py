@@ -272,7 +272,10 @@ class _Row:
         self.count = 0  # tokens produced
         ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=device)  # (1, P)
         self.session = _GrowingSession(model, ids, None, config.max_new_tokens)
-        self.session.use_traced_step()  # used when the row runs alone (BatchScheduler._forward)
+        # used when the row runs alone (BatchScheduler._forward); never the compiled step, which
+        # rounds differently from the batched eager step: a row's tokens must not depend on
+        # whether it runs alone
+        self.session.use_traced_step(compiled=False)
         self.seen: Tensor | None = None
 
     def prefill(self) -> Tensor:

@@ -29,7 +29,10 @@ class GenerationConfig(_JsonConfig):
     ``traced_step`` runs the one-token steps of a decoder-only model through a recorded
     step (``attnlab.generation.traced``): True, False, or None for "when at least
     ``TRACE_MIN_TOKENS`` new tokens are asked for" (recording costs about as much as tens of
-    eager steps). Beam search always steps eagerly.
+    eager steps). Beam search always steps eagerly. ``compiled_step``: where those steps
+    run at batch 1 without padding and a compiled step was made for the model on this
+    machine (``attnlab compile``, ``attnlab.generation.compiled``), run them through it
+    (faster; equal to the recorded step to rounding, not bit for bit).
     """
 
     max_new_tokens: int = 64
@@ -48,6 +51,7 @@ class GenerationConfig(_JsonConfig):
     bos_token_id: int | None = None
     pad_token_id: int | None = None
     traced_step: bool | None = None
+    compiled_step: bool = True
 
     def __post_init__(self) -> None:
         if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
@@ -91,6 +95,8 @@ class GenerationConfig(_JsonConfig):
             raise ValueError(f"stop_strings={self.stop_strings!r} must be non-empty strings")
         if self.traced_step not in (None, True, False):
             raise ValueError(f"traced_step={self.traced_step!r} must be True, False or None")
+        if not isinstance(self.compiled_step, bool):
+            raise ValueError(f"compiled_step={self.compiled_step!r} must be True or False")
         for name in ("seed", "bos_token_id", "pad_token_id"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 0):

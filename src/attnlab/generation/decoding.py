@@ -214,7 +214,7 @@ def generate(
         with torch.inference_mode():
             session = DecoderSession(model, prompt, mask, config.max_new_tokens)
         if wanted(model, config):
-            session.use_traced_step()
+            session.use_traced_step(compiled=config.compiled_step)
         new = _run(session, config, generator, tokenizer)
     if input_ids.shape[1] == 0:  # started from BOS
         input_ids = prompt

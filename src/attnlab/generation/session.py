@@ -119,17 +119,40 @@ class DecoderSession(_Session):
         )
         return out.logits[:, -1]  # (N, V)
 
-    def use_traced_step(self) -> None:
+    def use_traced_step(self, compiled: bool = True) -> None:
         """Run later one-token steps through a recorded step (``attnlab.generation.traced``)
-        when the model allows it; the prompt and window refills stay eager."""
+        when the model allows it; the prompt and window refills stay eager. ``compiled``:
+        at batch 1 without padding, through the model's compiled step instead where one
+        was made (``attnlab.generation.compiled``)."""
         self._traced = True
+        self._compiled = compiled
 
     _traced = False
+    _compiled = False
     _step: torch.nn.Module | None = None  # the recorded step, once looked up
+    _compiled_step: object = None  # the compiled step once looked up (False: none)
+
+    def _run_compiled(self) -> Tensor | None:
+        """The next-token logits from the compiled step, or None where it does not apply."""
+        if self._compiled_step is None:
+            from attnlab.generation.compiled import load_step
+
+            fits = self.batch_size == 1 and self.mask is None
+            self._compiled_step = fits and load_step(self.model) or False  # type: ignore[arg-type]
+        step = self._compiled_step
+        if not step or not step.fits(self.cache):  # type: ignore[attr-defined]
+            return None
+        ids = self.tokens.narrow(1, self.length - 1, 1)  # (1, 1)
+        positions = self.tokens.new_full((1, 1), self.cache.length)
+        return step(ids, positions, self.cache)  # type: ignore[operator]
 
     def advance(self) -> Tensor:
         if not self._traced or self.cache.length == self.cache.max_len:
             return super().advance()
+        if self._compiled:
+            logits = self._run_compiled()
+            if logits is not None:
+                return logits
         cache = self.cache
         n = cache.length  # the new token's slot; the cache holds columns start .. start+n-1
         held = n + 1  # attend over the filled positions only (the recording takes any length)

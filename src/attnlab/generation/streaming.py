@@ -86,7 +86,7 @@ def stream(
         with torch.inference_mode():
             session = DecoderSession(model, prompt, None, config.max_new_tokens)
         if wanted(model, config):
-            session.use_traced_step()
+            session.use_traced_step(compiled=config.compiled_step)
         decoder = IncrementalDecoder(tokenizer)
         eos = set(config.eos_token_ids)
         count = 0

@@ -11,6 +11,11 @@ Static mode (``slot`` set, a (T,) tensor of positions): the new keys/values are 
 was made from (``from_tensors``: views of a bigger cache over its filled positions, say),
 so no Python integer decides where a step writes (what ``attnlab.generation.traced``
 needs); an attention mask must then cover those ``max_len`` positions.
+
+Appending mode (``from_past``): the tensors hold the filled positions and are only read;
+each layer attends over them and its new keys/values (a copy) and keeps the new ones in
+``appended``, for the caller to store (what ``attnlab.generation.compiled`` needs: a
+compiled graph that wrote into its inputs would copy the whole cache at every step).
 """
 
 from __future__ import annotations
@@ -47,11 +52,22 @@ class KVCache:
         cache.slot = slot
         return cache
 
+    @classmethod
+    def from_past(cls, keys: Tensor, values: Tensor) -> KVCache:
+        """A read-only cache over (L, B, Hkv, P, Dh) keys/values of P filled positions: a
+        call attends over them and its new positions, and leaves the new keys and values
+        in ``appended`` (two lists of L tensors (B, Hkv, T, Dh)) instead of writing them."""
+        cache = cls.from_tensors(keys, values)
+        cache.length = keys.shape[3]
+        cache.appended = ([], [])
+        return cache
+
     def _setup(self, keys: Tensor, values: Tensor) -> None:
         self.keys, self.values = keys, values  # (L, B, Hkv, S, Dh)
         self.max_len = keys.shape[3]
         self.length = 0
         self.slot: Tensor | None = None  # static mode: where the new positions go
+        self.appended: tuple[list[Tensor], list[Tensor]] | None = None  # appending mode
         n_layers = keys.shape[0]
         self.cross: list[tuple[Tensor, Tensor] | None] = [None] * n_layers
         self._layers = [LayerKVCache(self, i) for i in range(n_layers)]
@@ -107,6 +123,10 @@ class LayerKVCache:
         keys = self.cache.layer_keys[self.index]  # (B, Hkv, max_len, Dh)
         values = self.cache.layer_values[self.index]
         slot = self.cache.slot
+        if self.cache.appended is not None:  # appending mode: read the past, keep the new
+            self.cache.appended[0].append(k)
+            self.cache.appended[1].append(v)
+            return torch.cat((keys, k), dim=2), torch.cat((values, v), dim=2)  # (B, Hkv, P+T, Dh)
         if slot is not None:
             keys.index_copy_(2, slot, k)
             values.index_copy_(2, slot, v)
