@@ -1,6 +1,6 @@
 """The compiled one-token step (attnlab.generation.compiled): made once, found on disk by
 later sessions, equal to the eager step to rounding, and never used where it does not
-belong (other weights, a broken package, switched off, the serving scheduler)."""
+belong (other weights, a broken library, switched off, the serving scheduler)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ ATOL = 1e-4  # float32 tiny model: Inductor's fused loops round differently from
 
 
 @pytest.fixture(scope="module")
-def packages(tmp_path_factory):  # noqa: ANN201
+def libraries(tmp_path_factory):  # noqa: ANN201
     """$ATTNLAB_CACHE in a folder of this module's own."""
     with pytest.MonkeyPatch.context() as patch:
         root = tmp_path_factory.mktemp("cache")
@@ -30,13 +30,13 @@ def packages(tmp_path_factory):  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def model(packages):  # noqa: ANN201
+def model(libraries):  # noqa: ANN201
     """A tiny RoPE decoder with grouped keys/values whose step is compiled once."""
     from tests.generation.conftest import _tiny_decoder
 
     model = _tiny_decoder("rope", 2, init_std=0.02, max_seq_len=64)
     path = compiled_module.compile_step(model)
-    assert path.parent == packages and path.name == f"{compiled_module.step_key(model)}.pt2"
+    assert path.parent == libraries and path.name == f"{compiled_module.step_key(model)}.so"
     return model
 
 
@@ -92,7 +92,7 @@ def test_generate_uses_it_and_gives_the_same_tokens(model, monkeypatch):
     assert not calls and torch.equal(two[0], eager[0])
 
 
-def test_a_new_process_finds_the_package_without_compiling(model, monkeypatch, caplog):
+def test_a_new_process_finds_the_library_without_compiling(model, monkeypatch, caplog):
     compiled_module.STEPS.forget(model)
 
     def no_compiling(*args):  # noqa: ANN002, ANN202
@@ -105,7 +105,7 @@ def test_a_new_process_finds_the_package_without_compiling(model, monkeypatch, c
     assert compiled_module.load_step(model) is step  # looked up once per model
 
 
-def test_other_weights_never_use_the_package(model, packages, caplog):
+def test_other_weights_never_use_the_library(model, libraries, caplog):
     from tests.generation.conftest import _tiny_decoder
 
     other = _tiny_decoder("rope", 2, seed=1, init_std=0.02, max_seq_len=64)
@@ -114,11 +114,11 @@ def test_other_weights_never_use_the_package(model, packages, caplog):
         assert compiled_module.load_step(other) is None
     assert "none made for this model" in caplog.text
     assert compiled_module.step_key(other) in caplog.text
-    # the package copied under the other model's name: the check against the eager step
+    # the library copied under the other model's name: the check against the eager step
     # rejects it, and decoding goes on with the recorded step
     shutil.copy(
-        packages / f"{compiled_module.step_key(model)}.pt2",
-        packages / f"{compiled_module.step_key(other)}.pt2",
+        libraries / f"{compiled_module.step_key(model)}.so",
+        libraries / f"{compiled_module.step_key(other)}.so",
     )
     compiled_module.STEPS.forget(other)
     caplog.clear()
@@ -133,12 +133,12 @@ def test_other_weights_never_use_the_package(model, packages, caplog):
     )
 
 
-def test_a_broken_package_is_named_and_skipped(packages, caplog):
+def test_a_broken_library_is_named_and_skipped(libraries, caplog):
     from tests.generation.conftest import _tiny_decoder
 
     broken = _tiny_decoder("rope", 2, seed=2, init_std=0.02, max_seq_len=64)
-    path = packages / f"{compiled_module.step_key(broken)}.pt2"
-    path.write_bytes(b"not a package")
+    path = libraries / f"{compiled_module.step_key(broken)}.so"
+    path.write_bytes(b"not a shared library")
     with caplog.at_level(logging.INFO, logger=compiled_module.__name__):
         assert compiled_module.load_step(broken) is None
     assert str(path) in caplog.text and "cannot be used" in caplog.text
@@ -172,7 +172,7 @@ def test_compile_command(model, tmp_path, capsys, monkeypatch):
     from attnlab.checkpoint import save_pretrained
 
     save_pretrained(tmp_path / "tiny", model, None)
-    # the same weights saved and loaded again: the package made above is found by content
+    # the same weights saved and loaded again: the library made above is found by content
     assert main(["compile", str(tmp_path / "tiny"), "--for", "generate"]) == 0
     assert "already compiled" in capsys.readouterr().out
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # none there yet

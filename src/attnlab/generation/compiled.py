@@ -1,7 +1,10 @@
 """A compiled one-token decoding step for decoder-only models at batch 1: the model's own
 forward for one new token, exported (``torch.export``) and compiled ahead of time by
-AOTInductor into a package on disk, once per model and machine; later processes load it
-in a fraction of a second (``attnlab compile MODEL`` makes it; ``load_step`` finds it).
+AOTInductor into a shared library on disk, once per model and machine; later processes
+load it in about 0.1 s (``attnlab compile MODEL`` makes it; ``load_step`` finds it). The
+library is taken out of AOTInductor's package when it is made: loading the package itself
+unpacks its ~180 MB (SmolLM2's weights are compiled in) into a temporary folder each time,
+2.3 s.
 
 Why: the recorded step (``attnlab.generation.traced``) still runs the ~40 ops of every
 layer one after the other, a few microseconds of dispatch each. Inductor fuses the norms,
@@ -17,11 +20,11 @@ appending mode, ``KVCache.from_past``) and the caller stores the new keys and va
 exported graph that wrote into its inputs would copy the whole cache at every step. The
 vocabulary head runs after it, eagerly (the int8 head's fbgemm weight cannot be exported).
 
-The weights are compiled into the package, so a package must never serve other weights:
+The weights are compiled into the library, so a library must never serve other weights:
 its file name is a hash of the model's config, the names, shapes, strides, dtypes and a
 sample of the values of every tensor, torch's version and the CPU's capability (``step_key``), and
-a loaded package is checked once against the eager step (the same greedy token, logits
-within ``CHECK_TOLERANCE``) before it is used; a package that cannot be loaded or fails
+a loaded library is checked once against the eager step (the same greedy token, logits
+within ``CHECK_TOLERANCE``) before it is used; a library that cannot be loaded or fails
 the check is not used, with the reason logged once.
 
 Numerics: Inductor reorders float32 sums (the norms' means) and rounds differently from
@@ -38,10 +41,12 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import warnings
 import weakref
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the graph's inputs or outputs change
 DISABLE_ENV = "ATTNLAB_COMPILED_STEP"  # "0": never use a compiled step
-MAX_POSITIONS = 8192  # the longest cache a package serves
+MAX_POSITIONS = 8192  # the longest cache a compiled step serves
 CHECK_TOLERANCE = 0.05  # max |compiled - eager| logit at load, relative to the largest logit
 _SAMPLE = 4096  # values of each tensor that enter the key
 
@@ -72,8 +77,8 @@ def compilable(model: nn.Module) -> str | None:
         return f"{type(model).__name__} is not a decoder-only model"
     if model.config.positional == "alibi":
         return "ALiBi biases are built from the cache length in Python"
-    if not hasattr(torch, "_inductor") or not hasattr(torch._inductor, "aoti_load_package"):
-        return "this PyTorch has no AOTInductor"
+    if not hasattr(torch._C, "_aoti"):
+        return "this PyTorch has no AOTInductor runtime"
     if any(p.device.type != "cpu" for p in model.parameters()):
         return "compiled steps are made for models on the CPU"
     return None
@@ -95,7 +100,8 @@ def _tensor_digest(tensor: Tensor) -> bytes:
 
 
 def step_key(model: DecoderLM) -> str:
-    """The package name of ``model``'s compiled step on this machine (see the module doc)."""
+    """The file name (less ``.so``) of ``model``'s compiled step on this machine (see the
+    module doc)."""
     digest = hashlib.sha256()
     head = {
         "format": FORMAT,
@@ -152,15 +158,20 @@ def _dims(model: DecoderLM) -> tuple:
 
 def compile_step(model: DecoderLM, folder: Path | None = None) -> Path:
     """Export and compile ``model``'s one-token step into ``folder`` (default
-    ``packages_folder()``) under ``step_key(model)``; returns the package's path. Takes
+    ``packages_folder()``) as ``step_key(model)``.so; returns its path. Takes
     about a minute for SmolLM2-135M on 2 cores. Raises ValueError when it cannot be made."""
     reason = compilable(model)
+    try:
+        import torch._inductor  # noqa: F401 (not imported by torch itself: half a second)
+    except ImportError as error:
+        reason = reason or f"this PyTorch has no Inductor ({error})"
     if reason is not None:
         raise ValueError(f"cannot compile the decoding step: {reason}")
     folder = packages_folder() if folder is None else folder
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{step_key(model)}.pt2"
+    path = folder / f"{step_key(model)}.so"
     partial = path.with_suffix(f".{os.getpid()}.partial.pt2")  # AOTInductor wants .pt2
+    library = path.with_suffix(f".{os.getpid()}.partial.so")
     was_training = model.training
     model.eval()
     try:
@@ -170,16 +181,21 @@ def compile_step(model: DecoderLM, folder: Path | None = None) -> Path:
                 _OneToken(model), _example(model), dynamic_shapes=_dims(model)
             )
             torch._inductor.aoti_compile_and_package(program, package_path=str(partial))
-        os.replace(partial, path)  # whole or not at all
+        with zipfile.ZipFile(partial) as package:  # the one library, weights compiled in
+            (member,) = [n for n in package.namelist() if n.endswith(".so")]
+            with package.open(member) as source, open(library, "wb") as target:
+                shutil.copyfileobj(source, target)
+        os.replace(library, path)  # whole or not at all
         STEPS.forget(model)  # looked up again at the next session
     finally:
         partial.unlink(missing_ok=True)
+        library.unlink(missing_ok=True)
         model.train(was_training)
     return path
 
 
 class CompiledStep:
-    """A loaded package: ``step(ids, positions, cache)`` runs one token at batch 1 and
+    """A loaded library: ``step(ids, positions, cache)`` runs one token at batch 1 and
     stores its keys and values in ``cache`` (a ``KVCache`` holding the positions so far)."""
 
     def __init__(self, model: DecoderLM, runner: object, path: Path) -> None:
@@ -195,8 +211,8 @@ class CompiledStep:
     def __call__(self, ids: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
         """ids, positions (1, 1) -> next-token logits (1, V); the cache advances by one."""
         held = cache.length
-        hidden, new_keys, new_values = self.runner(  # type: ignore[operator]
-            ids, positions, cache.keys, cache.values, torch.empty(held)
+        hidden, new_keys, new_values = self.runner.run(  # type: ignore[attr-defined]
+            [ids, positions, cache.keys, cache.values, torch.empty(held)]
         )
         slot = torch.tensor([held])
         cache.keys.index_copy_(3, slot, new_keys)  # (L, 1, Hkv, 1, Dh) at position held
@@ -256,17 +272,15 @@ def _load(model: DecoderLM) -> tuple[CompiledStep | None, str | None]:
     reason = compilable(model)
     if reason is not None:
         return None, reason
-    path = packages_folder() / f"{step_key(model)}.pt2"
+    path = packages_folder() / f"{step_key(model)}.so"
     if not path.is_file():
         return None, f"none made for this model on this machine yet: {path} (`attnlab compile`)"
     start = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            runner = torch._inductor.aoti_load_package(str(path))
+        runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(path), 1)  # one at a time
         step = CompiledStep(model, runner, path)
         failed = _check(model, step)
-    except Exception as error:  # a package this PyTorch cannot load, or a broken file
+    except Exception as error:  # a library this PyTorch cannot load, or a broken file
         failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     if failed is not None:
         return None, f"{path} cannot be used: {failed}"
@@ -278,6 +292,6 @@ STEPS = _Steps()
 
 
 def load_step(model: DecoderLM) -> CompiledStep | None:
-    """``model``'s compiled step when a package for it exists on this machine and passes the
+    """``model``'s compiled step when a library for it exists on this machine and passes the
     check, else None (the reason logged once)."""
     return STEPS.lookup(model)
