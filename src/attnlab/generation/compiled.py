@@ -16,13 +16,16 @@ The graph (``_OneToken``): token ids and positions (1, 1), the cache's keys and 
 (L, 1, Hkv, M, Dh) and a (P,) tensor whose length is the number of filled positions; it
 returns the next-token hidden state after the final norm (1, D) and the new keys and
 values (L, 1, Hkv, 1, Dh). Each layer reads the P filled positions (the KV cache's
-appending mode, ``KVCache.from_past``) and the caller stores the new keys and values: an
-exported graph that wrote into its inputs would copy the whole cache at every step. The
+appending mode, ``KVCache.from_past``: the new token attends over them and over its own
+key without a copy of the cache, ``MultiHeadAttention._attend_past_and_new``) and the
+caller stores the new keys and values: an exported graph that wrote into its inputs would
+copy the whole cache at every step. The
 vocabulary head runs after it, eagerly (the int8 head's fbgemm weight cannot be exported).
 
 The weights are compiled into the library, so a library must never serve other weights:
 its file name is a hash of the model's config, the names, shapes, strides, dtypes and a
-sample of the values of every tensor, torch's version and the CPU's capability (``step_key``), and
+sample of the values of every tensor, torch's version, the CPU's capability and the source
+of attnlab's models and layers, from which the graph is traced (``step_key``), and
 a loaded library is checked once against the eager step (the same greedy token, logits
 within ``CHECK_TOLERANCE``) before it is used; a library that cannot be loaded or fails
 the check is not used, with the reason logged once.
@@ -37,6 +40,7 @@ tokens never depend on the requests decoded beside it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -99,11 +103,27 @@ def _tensor_digest(tensor: Tensor) -> bytes:
     return sample.contiguous().numpy().tobytes()
 
 
+@functools.cache
+def _graph_source() -> str:
+    """A hash of the code the graph is traced from: attnlab's models and layers, this module."""
+    import attnlab.models
+    import attnlab.nn
+
+    files = [Path(__file__)]
+    for package in (attnlab.nn, attnlab.models):
+        files += sorted(Path(package.__file__).parent.glob("*.py"))
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def step_key(model: DecoderLM) -> str:
     """The file name (less ``.so``) of ``model``'s compiled step on this machine (see the
     module doc)."""
     digest = hashlib.sha256()
     head = {
+        "code": _graph_source(),
         "format": FORMAT,
         "torch": torch.__version__,
         "cpu": torch.backends.cpu.get_cpu_capability(),

@@ -171,6 +171,17 @@ class MultiHeadAttention(nn.Module):
             return AttentionOutput(self._merge(self._ragged(x, cache, causal, rope, bias, backend)))
         kv_cached = cross and cache is not None and cache.cross_kv is not None
         q, k, v = self._project(x, memory, kv_cached, rope)
+        if (
+            not cross
+            and isinstance(cache, LayerKVCache)
+            and cache.appending
+            and q.shape[2] == 1
+            and mask is None
+            and bias is None
+            and backend != "explicit"
+        ):  # one new token over a cache that is only read: no copy of the cache
+            cache.keep(k, v)  # type: ignore[arg-type]
+            return AttentionOutput(self._merge(self._attend_past_and_new(q, *cache.past(), k, v)))
         if k is None or v is None:
             k, v = cache.cross_kv  # type: ignore[union-attr, misc]
         elif cache is not None:
@@ -245,6 +256,26 @@ class MultiHeadAttention(nn.Module):
         dropped = F.dropout(weights, self.dropout, self.training)
         out = dropped @ v  # (B, H, T, Dh)
         return out, weights if need_weights else None
+
+    def _attend_past_and_new(
+        self, q: Tensor, past_k: Tensor, past_v: Tensor, k: Tensor, v: Tensor
+    ) -> Tensor:
+        """softmax(q [past_k; k]^T / sqrt(Dh)) [past_v; v] for one query per sequence
+        without concatenating the cache: q (B, H, 1, Dh), past keys/values (B, Hkv, P, Dh),
+        new k, v (B, Hkv, 1, Dh) -> (B, H, 1, Dh). The scores of the past and of the new
+        position share one maximum and one denominator."""
+        b, h, _, dh = q.shape
+        hkv = past_k.shape[1]
+        if k.dtype != q.dtype:
+            past_k, past_v, k, v = (t.to(q.dtype) for t in (past_k, past_v, k, v))
+        grouped = q.reshape(b, hkv, h // hkv, dh) / math.sqrt(dh)  # (B, Hkv, G, Dh)
+        past = grouped @ past_k.transpose(-2, -1)  # (B, Hkv, G, P)
+        new = (grouped * k).sum(-1, keepdim=True)  # (B, Hkv, G, 1)
+        top = torch.maximum(past.amax(-1, keepdim=True), new)  # (B, Hkv, G, 1)
+        past, new = (past - top).exp(), (new - top).exp()
+        total = past.sum(-1, keepdim=True) + new  # (B, Hkv, G, 1)
+        out = (past @ past_v + new * v) / total  # (B, Hkv, G, Dh)
+        return out.reshape(b, h, 1, dh)
 
     def _sdpa(
         self,

@@ -13,8 +13,9 @@ so no Python integer decides where a step writes (what ``attnlab.generation.trac
 needs); an attention mask must then cover those ``max_len`` positions.
 
 Appending mode (``from_past``): the tensors hold the filled positions and are only read;
-each layer attends over them and its new keys/values (a copy) and keeps the new ones in
-``appended``, for the caller to store (what ``attnlab.generation.compiled`` needs: a
+each layer attends over them and its new keys/values (one new token: without concatenating
+them, ``MultiHeadAttention``; more: ``update`` returns a concatenated copy) and keeps the
+new ones in ``appended``, for the caller to store (what ``attnlab.generation.compiled`` needs: a
 compiled graph that wrote into its inputs would copy the whole cache at every step).
 """
 
@@ -124,8 +125,7 @@ class LayerKVCache:
         values = self.cache.layer_values[self.index]
         slot = self.cache.slot
         if self.cache.appended is not None:  # appending mode: read the past, keep the new
-            self.cache.appended[0].append(k)
-            self.cache.appended[1].append(v)
+            self.keep(k, v)
             return torch.cat((keys, k), dim=2), torch.cat((values, v), dim=2)  # (B, Hkv, P+T, Dh)
         if slot is not None:
             keys.index_copy_(2, slot, k)
@@ -141,6 +141,20 @@ class LayerKVCache:
         keys.narrow(2, start, n_new).copy_(k)
         values.narrow(2, start, n_new).copy_(v)
         return keys.narrow(2, 0, end), values.narrow(2, 0, end)
+
+    @property
+    def appending(self) -> bool:
+        """Whether the cache is in appending mode (``KVCache.from_past``)."""
+        return self.cache.appended is not None
+
+    def past(self) -> tuple[Tensor, Tensor]:
+        """This layer's (B, Hkv, P, Dh) keys and values held so far (appending mode)."""
+        return self.cache.layer_keys[self.index], self.cache.layer_values[self.index]
+
+    def keep(self, k: Tensor, v: Tensor) -> None:
+        """Leave new (B, Hkv, T, Dh) keys/values for the caller (appending mode)."""
+        self.cache.appended[0].append(k)  # type: ignore[index]
+        self.cache.appended[1].append(v)  # type: ignore[index]
 
     @property
     def cross_kv(self) -> tuple[Tensor, Tensor] | None:
