@@ -179,3 +179,24 @@ def test_compile_command(model, tmp_path, capsys, monkeypatch):
     assert main(["compile", str(tmp_path / "tiny"), "--for", "generate"]) == 0
     out = capsys.readouterr().out
     assert "compiled in" in out and str(tmp_path / "cache" / "compiled") in out
+
+
+def test_threads_share_one_compiled_step(model, monkeypatch):
+    import threading
+
+    calls = _counting(monkeypatch)
+    prompts = [torch.tensor([[i + 1, i + 2, i + 3]]) for i in range(4)]
+    config = GenerationConfig(max_new_tokens=40, traced_step=True)
+    alone = [generate(model, p, config) for p in prompts]
+    together: list[torch.Tensor | None] = [None] * len(prompts)
+
+    def decode(i: int) -> None:
+        together[i] = generate(model, prompts[i], config)
+
+    threads = [threading.Thread(target=decode, args=(i,)) for i in range(len(prompts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) >= 2 * len(prompts) * 38  # every step of both rounds ran compiled
+    assert all(torch.equal(a, b) for a, b in zip(alone, together, strict=True))
