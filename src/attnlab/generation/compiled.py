@@ -222,11 +222,13 @@ class CompiledStep:
         self.head = model.lm_head
         self.runner = runner
         self.path = path
-        self.max_held = min(MAX_POSITIONS, model.config.max_seq_len) - 1
+        self.max_room = min(MAX_POSITIONS, model.config.max_seq_len)  # as ``_dims``
 
     def fits(self, cache: KVCache) -> bool:
-        """Whether this step takes ``cache`` (batch 1, 2 .. max filled positions)."""
-        return cache.batch_size == 1 and 2 <= cache.length <= self.max_held and cache.slot is None
+        """Whether this step takes ``cache``: batch 1, at most ``max_room`` positions, 2 or
+        more of them filled and one free."""
+        room, held = cache.max_len, cache.length
+        return cache.batch_size == 1 and room <= self.max_room and 2 <= held < room
 
     def __call__(self, ids: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
         """ids, positions (1, 1) -> next-token logits (1, V); the cache advances by one."""
