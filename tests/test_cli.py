@@ -142,13 +142,15 @@ def test_the_cli_sets_the_openmp_wait_policy_before_torch_loads(tmp_path) -> Non
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in active and "GOMP_SPINCOUNT = '0'" not in active
 
 
-def test_serve_spins_its_openmp_threads_unless_told_otherwise(monkeypatch) -> None:
-    """``serve`` decodes with hundreds of small kernels a step: sleeping threads woken for
-    each made SmolLM2's steps twice as slow, so it asks for ACTIVE; every other verb PASSIVE;
-    chosen from the verb before anything imports torch."""
+def test_decoding_verbs_spin_their_openmp_threads_unless_told_otherwise(monkeypatch) -> None:
+    """``serve``, ``chat`` and ``generate`` decode with hundreds of small kernels a step:
+    sleeping threads woken for each made SmolLM2's steps twice as slow, so they ask for
+    ACTIVE; every other verb PASSIVE; chosen from the verb before anything imports torch."""
     import pytest
 
-    for words, policy in ((["-v", "serve", "--help"], "ACTIVE"), (["info", "--help"], "PASSIVE")):
+    cases = [(["-v", "serve", "--help"], "ACTIVE"), (["chat", "--help"], "ACTIVE")]
+    cases += [(["generate", "--help"], "ACTIVE"), (["info", "--help"], "PASSIVE")]
+    for words, policy in cases:
         monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
         with pytest.raises(SystemExit):
             main(words)

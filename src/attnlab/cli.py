@@ -91,11 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
 # Environment the OpenMP runtime reads once, when torch loads it; the user's own value wins.
 # PASSIVE: idle OpenMP threads sleep instead of spinning, which keeps a shared, busy CPU from
 # slowing training several-fold (bench/RESULTS.md, "The main job"), so ``attnlab train``
-# typed by hand runs as fast as ``make demo``. ``serve`` is the exception: its decoding
-# thread runs hundreds of small kernels a step, and waking sleeping threads for each made
-# SmolLM2's steps about twice as slow (bench/RESULTS.md, "Serving"); it spins, as llama.cpp.
+# typed by hand runs as fast as ``make demo``. The decoding verbs are the exception: a
+# decoding step runs hundreds of small kernels, and waking sleeping threads for each made
+# SmolLM2's steps about twice as slow (bench/RESULTS.md, "Serving"; ``attnlab chat``: 60
+# tokens/s PASSIVE against 150 ACTIVE on the compiled step, 120 on the recorded one); they
+# spin, as llama.cpp does.
 THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
-VERB_THREAD_ENVIRONMENT = {"serve": {"OMP_WAIT_POLICY": "ACTIVE"}}
+VERB_THREAD_ENVIRONMENT = {
+    verb: {"OMP_WAIT_POLICY": "ACTIVE"} for verb in ("serve", "chat", "generate")
+}
 
 
 def set_thread_environment(verb: str | None = None) -> None:

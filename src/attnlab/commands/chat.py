@@ -45,6 +45,7 @@ def _turns(args: argparse.Namespace):  # noqa: ANN202 - yields str
 
 def run(args: argparse.Namespace) -> int:
     from attnlab.generation import GenerationConfig
+    from attnlab.generation.compiled import load_step
     from attnlab.interop.chat import ChatSession
     from attnlab.interop.decoding import prepare_for_decoding
     from attnlab.interop.pretrained import from_pretrained
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if not loaded.chat_template or loaded.tokenizer is None:
         raise ValueError(f"{args.model} has no chat template")
     prepare_for_decoding(loaded.model)
+    if generation.use_traced_step:  # the compiled step, or why not, said before the first turn
+        load_step(loaded.model)
     session = ChatSession(
         loaded.model,
         loaded.tokenizer,

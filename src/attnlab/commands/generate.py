@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from attnlab.generation import GenerationConfig, generate, stream
+    from attnlab.generation.compiled import load_step
     from attnlab.interop.pretrained import from_pretrained
     from attnlab.models import DecoderLM
 
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         bos_token_id=tokenizer.bos_id,
         pad_token_id=tokenizer.pad_id,
     )
+    if config.use_traced_step:  # the compiled step, or why not, said before the text
+        load_step(model)
     prompt_ids = tokenizer.encode(args.prompt)
     print(args.prompt, end="", flush=True)
     if args.stream:
