@@ -15,6 +15,9 @@ private cache folder by ``bench/_llamacpp.py``, never into the project's environ
 first run pays several minutes of compiling), with ``n_threads`` equal to attnlab's torch
 threads. Both engines get the same token ids (attnlab's tokenizer), greedy:
 
+- the attnlab processes run with ``OMP_WAIT_POLICY=ACTIVE`` unless it is set, as ``attnlab
+  chat`` does (the interleaved one below excepted: its spinning threads would hold the cores
+  during llama.cpp's rounds);
 - the compiled step: a first process makes SmolLM2's compiled one-token step
   (``attnlab.generation.compiled``, what ``attnlab compile smollm2`` does) unless this
   machine has it: the "warm cache" of the issue's load target. attnlab then decodes through
@@ -409,8 +412,11 @@ def _spawn(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
         spec_file, out_file = Path(folder) / "spec.json", Path(folder) / "out.json"
         spec_file.write_text(json.dumps(spec))
         command = [sys.executable, __file__, "--worker", kind, str(spec_file), str(out_file)]
+        env = dict(os.environ)
+        if kind == "attnlab":  # as `attnlab chat` runs (attnlab.cli.VERB_THREAD_ENVIRONMENT)
+            env.setdefault("OMP_WAIT_POLICY", "ACTIVE")
         spawn_wall = time.time()
-        done = subprocess.run(command, env=dict(os.environ))
+        done = subprocess.run(command, env=env)
         if done.returncode != 0:
             raise SystemExit(f"bench/pretrained.py: the {kind} process failed ({done.returncode})")
         result = json.loads(out_file.read_text())
