@@ -70,7 +70,7 @@ CHECK_TOLERANCE = 0.05  # max |compiled - eager| logit at load, relative to the 
 _SAMPLE = 4096  # values of each tensor that enter the key
 
 
-def packages_folder() -> Path:
+def libraries_folder() -> Path:
     """``$ATTNLAB_CACHE/compiled`` (default ``~/.cache/attnlab/compiled``)."""
     return cache_dir() / "compiled"
 
@@ -178,8 +178,8 @@ def _dims(model: DecoderLM) -> tuple:
 
 def compile_step(model: DecoderLM, folder: Path | None = None) -> Path:
     """Export and compile ``model``'s one-token step into ``folder`` (default
-    ``packages_folder()``) as ``step_key(model)``.so; returns its path. Takes
-    about a minute for SmolLM2-135M on 2 cores. Raises ValueError when it cannot be made."""
+    ``libraries_folder()``) as ``step_key(model)``.so; returns its path. Takes
+    about 40 s for SmolLM2-135M on 2 cores. Raises ValueError when it cannot be made."""
     reason = compilable(model)
     try:
         import torch._inductor  # noqa: F401 (not imported by torch itself: half a second)
@@ -187,7 +187,7 @@ def compile_step(model: DecoderLM, folder: Path | None = None) -> Path:
         reason = reason or f"this PyTorch has no Inductor ({error})"
     if reason is not None:
         raise ValueError(f"cannot compile the decoding step: {reason}")
-    folder = packages_folder() if folder is None else folder
+    folder = libraries_folder() if folder is None else folder
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{step_key(model)}.so"
     partial = path.with_suffix(f".{os.getpid()}.partial.pt2")  # AOTInductor wants .pt2
@@ -294,7 +294,7 @@ def _load(model: DecoderLM) -> tuple[CompiledStep | None, str | None]:
     reason = compilable(model)
     if reason is not None:
         return None, reason
-    path = packages_folder() / f"{step_key(model)}.so"
+    path = libraries_folder() / f"{step_key(model)}.so"
     if not path.is_file():
         return None, f"none made for this model on this machine yet: {path} (`attnlab compile`)"
     start = time.perf_counter()
