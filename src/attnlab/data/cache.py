@@ -17,7 +17,7 @@ import numpy as np
 from attnlab.atomic import atomic_path
 from attnlab.tokenizers import Tokenizer
 
-__all__ = ["CACHE_ENV", "cache_dir", "tokenize_cached"]
+__all__ = ["CACHE_ENV", "cache_dir", "source_digest", "tokenize_cached"]
 
 CACHE_ENV = "ATTNLAB_CACHE"
 _log = logging.getLogger(__name__)
@@ -26,6 +26,15 @@ _log = logging.getLogger(__name__)
 def cache_dir() -> Path:
     """``$ATTNLAB_CACHE`` if set, else ``~/.cache/attnlab``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "attnlab").expanduser()
+
+
+def source_digest(files: list[Path]) -> str:
+    """A hash of ``files``' bytes: the part of a cache key that changes with the code that
+    made an entry (``attnlab.interop.prepared``, ``attnlab.generation.compiled``)."""
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def _key(text: str, tokenizer: Tokenizer) -> str:

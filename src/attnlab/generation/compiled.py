@@ -57,13 +57,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attnlab.data.cache import cache_dir
+from attnlab.data.cache import cache_dir, source_digest
 from attnlab.models.decoder import DecoderLM
 from attnlab.nn.cache import KVCache
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the graph's inputs or outputs change
 DISABLE_ENV = "ATTNLAB_COMPILED_STEP"  # "0": never use a compiled step
 MAX_POSITIONS = 8192  # the longest cache a compiled step serves
 CHECK_TOLERANCE = 0.05  # max |compiled - eager| logit at load, relative to the largest logit
@@ -105,17 +104,15 @@ def _tensor_digest(tensor: Tensor) -> bytes:
 
 @functools.cache
 def _graph_source() -> str:
-    """A hash of the code the graph is traced from: attnlab's models and layers, this module."""
+    """A hash of the code the graph is traced from: attnlab's models and layers, this module
+    (its inputs and outputs)."""
     import attnlab.models
     import attnlab.nn
 
     files = [Path(__file__)]
     for package in (attnlab.nn, attnlab.models):
         files += sorted(Path(package.__file__).parent.glob("*.py"))
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
+    return source_digest(files)
 
 
 def step_key(model: DecoderLM) -> str:
@@ -124,7 +121,6 @@ def step_key(model: DecoderLM) -> str:
     digest = hashlib.sha256()
     head = {
         "code": _graph_source(),
-        "format": FORMAT,
         "torch": torch.__version__,
         "cpu": torch.backends.cpu.get_cpu_capability(),
         "config": asdict(model.config),
@@ -218,10 +214,9 @@ class CompiledStep:
     """A loaded library: ``step(ids, positions, cache)`` runs one token at batch 1 and
     stores its keys and values in ``cache`` (a ``KVCache`` holding the positions so far)."""
 
-    def __init__(self, model: DecoderLM, runner: object, path: Path) -> None:
+    def __init__(self, model: DecoderLM, runner: object) -> None:
         self.head = model.lm_head
         self.runner = runner
-        self.path = path
         self.max_room = min(MAX_POSITIONS, model.config.max_seq_len)  # as ``_dims``
 
     def fits(self, cache: KVCache) -> bool:
@@ -300,7 +295,7 @@ def _load(model: DecoderLM) -> tuple[CompiledStep | None, str | None]:
     start = time.perf_counter()
     try:
         runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(path), 1)  # one at a time
-        step = CompiledStep(model, runner, path)
+        step = CompiledStep(model, runner)
         failed = _check(model, step)
     except Exception as error:  # a library this PyTorch cannot load, or a broken file
         failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from attnlab.atomic import fsync_dir, fsync_tree
 from attnlab.config import ModelConfig
-from attnlab.data.cache import cache_dir
+from attnlab.data.cache import cache_dir, source_digest
 from attnlab.filecheck import bad_file
 from attnlab.interop._build import _retie, _SkipInit, tied_names
 from attnlab.models import DecoderLM, build_model
@@ -79,13 +79,8 @@ def prepared_enabled() -> bool:
 def _code_version() -> str:
     """A hash of the source of the modules whose code decides what an entry holds."""
     here = Path(__file__).parent
-    h = hashlib.sha256()
-    for path in (
-        *(here / name for name in ("gguf_io.py", "layouts.py", "_build.py", "prepared.py")),
-        Path(_quantized.__file__),
-    ):
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    names = ("gguf_io.py", "layouts.py", "_build.py", "prepared.py")
+    return source_digest([*(here / name for name in names), Path(_quantized.__file__)])
 
 
 def prepared_entry(path: Path, dtype: torch.dtype, quantized: bool) -> Path | None:
